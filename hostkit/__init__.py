@@ -1,0 +1,3 @@
+"""hostkit: bootstrap and diagnose a JupyterHub server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,190 @@
+"""The Host: every side effect hostkit has on a machine goes through one of these.
+
+`LocalHost(root="/")` is the production host. Tests give it a temporary root, so
+that `/etc/docker/daemon.json` is read from and written under that directory,
+and subclass it to answer commands from a table instead of running them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Optional, Sequence
+
+from hostkit.errors import CommandError, HostkitError
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a finished command left behind."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class LocalHost:
+    """This machine, with file paths resolved under `root` (default `/`)."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/", env: Optional[dict[str, str]] = None):
+        self.root = Path(root)
+        self._env = env
+
+    # ---- paths -------------------------------------------------------------------
+    def path(self, path: str | PurePosixPath) -> Path:
+        """The real location of an absolute host path (`/etc/x` -> ROOT/etc/x)."""
+        p = PurePosixPath(path)
+        if not p.is_absolute():
+            raise HostkitError(f"host paths must be absolute, got {path!r}")
+        if str(self.root) == "/":
+            return Path(p)
+        return self.root / p.relative_to("/")
+
+    def exists(self, path: str) -> bool:
+        return self.path(path).exists()
+
+    def read_text(self, path: str) -> str:
+        """Read a text file; a missing or unreadable file is a HostkitError naming it."""
+        real = self.path(path)
+        try:
+            return real.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError as exc:
+            raise HostkitError(f"{path}: no such file") from exc
+        except PermissionError as exc:
+            raise HostkitError(f"{path}: permission denied", "run as root (sudo)") from exc
+        except IsADirectoryError as exc:
+            raise HostkitError(f"{path}: is a directory") from exc
+        except OSError as exc:
+            raise HostkitError(f"{path}: {exc.strerror or exc}") from exc
+
+    def read_bytes(self, path: str) -> bytes:
+        try:
+            return self.path(path).read_bytes()
+        except OSError as exc:
+            raise HostkitError(f"{path}: {exc.strerror or exc}") from exc
+
+    def stat(self, path: str) -> os.stat_result:
+        return self.path(path).stat()
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(path)))
+        except FileNotFoundError:
+            return []
+
+    def glob(self, directory: str, pattern: str) -> list[str]:
+        """Absolute host paths under `directory` matching `pattern`."""
+        base = self.path(directory)
+        out = []
+        for hit in sorted(base.glob(pattern)):
+            rel = hit.relative_to(base)
+            out.append(str(PurePosixPath(directory) / PurePosixPath(*rel.parts)))
+        return out
+
+    def write_text(
+        self,
+        path: str,
+        text: str,
+        *,
+        mode: int = 0o644,
+        backup: bool = True,
+    ) -> Optional[str]:
+        """Write atomically (temp file + rename); keep the old file as PATH.hostkit-TIMESTAMP.bak.
+
+        Returns the backup's host path, or None when there was nothing to back up.
+        """
+        real = self.path(path)
+        real.parent.mkdir(parents=True, exist_ok=True)
+        backup_path: Optional[str] = None
+        if backup and real.exists():
+            backup_path = f"{path}.hostkit-{time.strftime('%Y%m%d-%H%M%S')}.bak"
+            shutil.copy2(real, self.path(backup_path))
+        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, real)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return backup_path
+
+    def makedirs(self, path: str, mode: int = 0o755) -> None:
+        self.path(path).mkdir(parents=True, exist_ok=True, mode=mode)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(self.path(src), self.path(dst))
+
+    # ---- commands ----------------------------------------------------------------
+    def which(self, name: str) -> Optional[str]:
+        return shutil.which(name)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60,
+        check: bool = False,
+        input: Optional[str] = None,  # noqa: A002 - mirrors subprocess.run
+        env: Optional[dict[str, str]] = None,
+        hint: str = "",
+    ) -> CommandResult:
+        """Run argv (never through a shell). A missing binary or a timeout is a HostkitError."""
+        argv = [str(a) for a in argv]
+        full_env = None
+        if env or self._env:
+            full_env = {**os.environ, **(self._env or {}), **(env or {})}
+        try:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input,
+                env=full_env,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise HostkitError(f"{argv[0]}: command not found", hint) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise HostkitError(f"`{' '.join(argv)}` did not finish within {timeout:g}s", hint) from exc
+        result = CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+        if check and not result.ok:
+            raise CommandError(argv, result.returncode, result.stderr or result.stdout, hint)
+        return result
+
+    def is_root(self) -> bool:
+        return os.geteuid() == 0
+
+    # ---- docker ------------------------------------------------------------------
+    def docker(self, timeout: float = 10) -> Any:
+        """A docker SDK client for this host's daemon; HostkitError when it does not answer."""
+        import docker  # imported late: it costs ~0.2 s and not every command needs it
+
+        try:
+            client = docker.from_env(timeout=timeout)
+            client.ping()
+        except Exception as exc:
+            raise HostkitError(
+                f"the Docker daemon does not answer: {_short(exc)}",
+                "start it: systemctl start docker (or `service docker start`)",
+            ) from exc
+        return client
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
