@@ -1,11 +1,141 @@
-"""The `hostkit` command line."""
+"""hostkit: take a Linux server to a multi-user JupyterHub, and say exactly what is wrong."""
 
 from __future__ import annotations
 
-import typer
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+import typer
+from rich.console import Console
+
+from hostkit import __version__
+from hostkit.errors import HostkitError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
+                  pretty_exceptions_enable=False)
+err = Console(stderr=True)
+
+
+class Format(str, Enum):
+    human = "human"
+    json = "json"
+    junit = "junit"
+    prometheus = "prometheus"
+    nagios = "nagios"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hostkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """hostkit: take a Linux server to a multi-user JupyterHub, and say exactly what is wrong."""
+
+
+@app.command()
+def doctor(
+    fmt: Format = typer.Option(Format.human, "--format", "-f", help="Output format."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Write the report here instead of stdout."),
+    strict: bool = typer.Option(False, help="Count warnings as failures."),
+    only: Optional[List[str]] = typer.Option(None, help="Run only these checks (id, id prefix or tag)."),
+    skip: Optional[List[str]] = typer.Option(None, help="Skip these checks (id, id prefix or tag)."),
+    list_checks: bool = typer.Option(False, "--list", help="Print the catalogue and exit."),
+    checks: Optional[List[Path]] = typer.Option(None, "--checks", help="An extra catalogue file (TOML)."),
+    settings_file: str = typer.Option("/etc/hostkit/hostkit.toml", "--settings",
+                                      help="Site settings file."),
+    port: Optional[int] = typer.Option(None, help="Public port (default from settings: 9090)."),
+    server_name: Optional[str] = typer.Option(None, help="Host name clients use."),
+    deploy_dir: Optional[str] = typer.Option(None, help="Where the stack is deployed."),
+    data_root: Optional[str] = typer.Option(None, help="Expected Docker data-root."),
+) -> None:
+    """Check this host's health: DNS, ports, certificates, Docker, storage, firewall, the stack."""
+    from hostkit.catalogue import load_catalogue, select
+    from hostkit.doctor import ProbeContext, run_checks
+    from hostkit.facts import Facts
+    from hostkit.host import LocalHost
+    from hostkit.render import NAGIOS_EXIT, RENDERERS, render_human, render_nagios
+    from hostkit.results import exit_code
+    from hostkit.settings import load_settings
+
+    specs = select(load_catalogue(checks or []), only, skip)
+    if list_checks:
+        for s in specs:
+            typer.echo(f"{s.id:28} {s.severity:4}  {s.title}  [probe {s.probe}]")
+        raise typer.Exit(0)
+    host = LocalHost()
+    settings = load_settings(host, settings_file).with_overrides(
+        public_port=port, server_name=server_name, deploy_dir=deploy_dir, data_root=data_root)
+    results = run_checks(specs, ProbeContext(host, Facts(host), settings))
+    if fmt is Format.human:
+        text = render_human(results, Console(record=bool(output), file=_sink(output)))
+        if output:
+            output.write_text(text, encoding="utf-8")
+    else:
+        text = RENDERERS[fmt.value](results)
+        if output:
+            output.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if fmt is Format.nagios:  # monitoring systems read the plugin convention, not ours
+        raise typer.Exit(NAGIOS_EXIT[render_nagios(results).split()[1]])
+    raise typer.Exit(exit_code(results, strict))
+
+
+def _sink(output: Optional[Path]) -> object:
+    import io
+
+    return io.StringIO() if output else sys.stdout
+
+
+@app.command()
+def facts(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Print what hostkit detects about this host."""
+    from hostkit.facts import Facts, dumps
+    from hostkit.host import LocalHost
+
+    summary = Facts(LocalHost()).summary()
+    if as_json:
+        typer.echo(dumps(summary))
+        return
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = "; ".join(", ".join(f"{k}={v}" for k, v in item.items()) for item in value)
+        typer.echo(f"{key:16} {value}")
 
 
 def main() -> None:
-    app()
+    """Entry point: expected failures print one line and a hint, never a traceback."""
+    try:
+        # standalone_mode=False hands typer.Exit back as a return value, not SystemExit
+        code = app(standalone_mode=False)
+    except HostkitError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(f"[cyan]hint:[/] {exc.hint}", highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,204 @@
+"""Facts about a host, each gathered at most once per run (probes share them)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional, TypeVar
+
+import psutil
+
+from hostkit.distros import DistroInfo, detect_distro
+from hostkit.errors import HostkitError
+from hostkit.host import LocalHost
+
+T = TypeVar("T")
+
+
+def _once(method: Callable[[Facts], T]) -> Callable[[Facts], T]:
+    """Compute a fact once, even when many probe threads ask at the same moment.
+
+    A failure is remembered too, so a daemon that hangs costs one timeout, not one per check.
+    """
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: Facts) -> T:
+        with self._locks.setdefault(name, threading.Lock()):
+            if name not in self._cache:
+                try:
+                    self._cache[name] = (True, method(self))
+                except HostkitError as exc:
+                    self._cache[name] = (False, exc)
+            ok, value = self._cache[name]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class ComposeInfo:
+    flavour: str  # "v2" (docker compose plugin) or "v1" (docker-compose)
+    argv: tuple[str, ...]
+    version: str
+
+
+@dataclass(frozen=True)
+class FirewalldInfo:
+    running: bool
+    state: str
+    backend: str  # nftables / iptables / unknown
+
+
+class Facts:
+    """Lazily gathered, cached facts about one host."""
+
+    def __init__(self, host: LocalHost, docker_timeout: float = 8):
+        self.host = host
+        self.docker_timeout = docker_timeout
+        self._cache: dict[str, tuple[bool, Any]] = {}
+        # dict.setdefault is atomic in CPython, so two threads always share one lock per fact
+        self._locks: dict[str, threading.Lock] = {}
+
+    # ---- system ------------------------------------------------------------------
+    @_once
+    def distro(self) -> DistroInfo:
+        for candidate in ("/etc/os-release", "/usr/lib/os-release"):
+            if self.host.exists(candidate):
+                return detect_distro(str(self.host.path(candidate)))
+        return DistroInfo("", "", "unknown", "unknown", None, False,
+                          "unsupported: no /etc/os-release on this host")
+
+    @_once
+    def init_system(self) -> str:
+        """'systemd' when PID 1 is systemd, otherwise 'sysvinit' (init.d scripts) or 'none'."""
+        try:
+            comm = self.host.read_text("/proc/1/comm").strip()
+        except HostkitError:
+            comm = ""
+        if comm == "systemd":
+            return "systemd"
+        return "sysvinit" if self.host.exists("/etc/init.d") else "none"
+
+    @_once
+    def selinux(self) -> str:
+        """'enforcing', 'permissive' or 'disabled'."""
+        if not self.host.exists("/sys/fs/selinux/enforce"):
+            return "disabled"
+        try:
+            flag = self.host.read_text("/sys/fs/selinux/enforce").strip()
+        except HostkitError:
+            return "unknown"
+        return "enforcing" if flag == "1" else "permissive"
+
+    @_once
+    def is_root(self) -> bool:
+        return self.host.is_root()
+
+    @_once
+    def resources(self) -> dict[str, Any]:
+        vm = psutil.virtual_memory()
+        return {
+            "cpus": psutil.cpu_count() or 1,
+            "memory_bytes": vm.total,
+            "memory_available_bytes": vm.available,
+        }
+
+    # ---- docker ------------------------------------------------------------------
+    @_once
+    def docker_binary(self) -> Optional[str]:
+        return self.host.which("docker")
+
+    @_once
+    def docker_client(self) -> Any:
+        return self.host.docker(timeout=self.docker_timeout)
+
+    @_once
+    def docker_info(self) -> dict[str, Any]:
+        try:
+            info: dict[str, Any] = self.docker_client().info()
+        except HostkitError:
+            raise
+        except Exception as exc:
+            raise HostkitError(f"`docker info` failed: {exc}") from exc
+        return info
+
+    @_once
+    def docker_version(self) -> str:
+        info = self.docker_info()
+        return str(info.get("ServerVersion", ""))
+
+    @_once
+    def compose(self) -> Optional[ComposeInfo]:
+        """The compose the host has: the v2 plugin is preferred over the v1 binary."""
+        if self.docker_binary():
+            try:
+                res = self.host.run(["docker", "compose", "version", "--short"], timeout=15)
+                if res.ok and res.stdout.strip():
+                    return ComposeInfo("v2", ("docker", "compose"), res.stdout.strip())
+            except HostkitError:
+                pass
+        if self.host.which("docker-compose"):
+            res = self.host.run(["docker-compose", "version", "--short"], timeout=15)
+            if res.ok:
+                return ComposeInfo("v1", ("docker-compose",), res.stdout.strip())
+        return None
+
+    # ---- firewall ----------------------------------------------------------------
+    @_once
+    def firewalld(self) -> FirewalldInfo:
+        backend = "unknown"
+        if self.host.exists("/etc/firewalld/firewalld.conf"):
+            for line in self.host.read_text("/etc/firewalld/firewalld.conf").splitlines():
+                key, _, value = line.strip().partition("=")
+                if key == "FirewallBackend":
+                    backend = value.strip() or backend
+        if not self.host.which("firewall-cmd"):
+            return FirewalldInfo(False, "not installed", backend)
+        res = self.host.run(["firewall-cmd", "--state"], timeout=15)
+        state = (res.stdout or res.stderr).strip() or "unknown"
+        return FirewalldInfo(res.ok and state == "running", state, backend)
+
+    def summary(self) -> dict[str, Any]:
+        """Everything, for `hostkit facts`; a fact that could not be read shows its error."""
+        out: dict[str, Any] = {}
+        for key, getter in (
+            ("distro", lambda: asdict(self.distro())),
+            ("init_system", self.init_system),
+            ("selinux", self.selinux),
+            ("root", self.is_root),
+            ("resources", self.resources),
+            ("docker_version", self.docker_version),
+            ("docker_root_dir", lambda: self.docker_info().get("DockerRootDir")),
+            ("storage_driver", lambda: self.docker_info().get("Driver")),
+            ("compose", lambda: asdict(c) if (c := self.compose()) else None),
+            ("firewalld", lambda: asdict(self.firewalld())),
+            ("disks", _disks),
+        ):
+            try:
+                out[key] = getter()
+            except HostkitError as exc:
+                out[key] = {"error": exc.message}
+        return out
+
+
+def _disks() -> list[dict[str, Any]]:
+    disks = []
+    for part in psutil.disk_partitions(all=False):
+        try:
+            usage = psutil.disk_usage(part.mountpoint)
+        except OSError:
+            continue
+        disks.append({"mountpoint": part.mountpoint, "fstype": part.fstype,
+                      "total_bytes": usage.total, "free_bytes": usage.free})
+    return disks
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+

@@ -1,0 +1,90 @@
+"""firewalld probes: running, docker0's zone, backend, the public port."""
+
+from __future__ import annotations
+
+from hostkit.doctor import ProbeContext
+from hostkit.errors import HostkitError
+from hostkit.probes import probe
+from hostkit.probes.docker_engine import version_tuple
+from hostkit.results import Outcome
+
+
+def _not_running(ctx: ProbeContext) -> Outcome | None:
+    fw = ctx.facts.firewalld()
+    if not fw.running:
+        return Outcome.skip(f"firewalld {fw.state}: nothing to check")
+    if not ctx.facts.is_root():
+        return Outcome.skip("needs root to ask firewalld")
+    return None
+
+
+@probe("firewalld_running")
+def firewalld_running(ctx: ProbeContext) -> Outcome:
+    fw = ctx.facts.firewalld()
+    if fw.running:
+        return Outcome.ok(f"firewalld running ({fw.backend} backend)")
+    return Outcome.skip(f"firewalld {fw.state}")
+
+
+@probe("docker0_zone")
+def docker0_zone(ctx: ProbeContext) -> Outcome:
+    early = _not_running(ctx)
+    if early:
+        return early
+    res = ctx.host.run(["firewall-cmd", "--get-zone-of-interface=docker0"], timeout=15)
+    zone = res.stdout.strip() if res.ok else "none"
+    try:
+        modern = version_tuple(ctx.facts.docker_version()) >= (20, 10, 0)
+    except HostkitError:
+        modern = True  # any Docker installed today is 20.10+
+    if modern:
+        if zone == "trusted":
+            return Outcome.fail(
+                "docker0 is in the trusted zone: Docker >= 20.10 fails to start with ZONE_CONFLICT",
+                expected="docker", actual=zone,
+                hint="firewall-cmd --permanent --zone=trusted --remove-interface=docker0 && "
+                     "firewall-cmd --reload && systemctl restart docker")
+        if zone != "docker":
+            return Outcome.warn(f"docker0 is in zone {zone}, not Docker's own `docker` zone",
+                                expected="docker", actual=zone,
+                                hint="restart Docker after firewalld so it re-registers docker0")
+        return Outcome.ok("docker0 in Docker's own `docker` zone", expected="docker", actual=zone)
+    if zone != "trusted":
+        return Outcome.fail(f"Docker < 20.10 needs docker0 in trusted (it is in {zone})",
+                            expected="trusted", actual=zone,
+                            hint="firewall-cmd --permanent --zone=trusted --change-interface=docker0 "
+                                 "&& firewall-cmd --permanent --zone=trusted --add-masquerade && "
+                                 "firewall-cmd --reload")
+    return Outcome.ok("docker0 in trusted (Docker < 20.10)")
+
+
+@probe("firewalld_backend")
+def firewalld_backend(ctx: ProbeContext) -> Outcome:
+    fw = ctx.facts.firewalld()
+    if not fw.running:
+        return Outcome.skip(f"firewalld {fw.state}")
+    try:
+        old = version_tuple(ctx.facts.docker_version()) < (20, 10, 0)
+    except HostkitError:
+        old = False
+    if fw.backend == "nftables" and old:
+        return Outcome.fail("nftables backend with Docker < 20.10 breaks container DNS and egress",
+                            actual=fw.backend, hint="set FirewallBackend=iptables in "
+                            "/etc/firewalld/firewalld.conf or upgrade Docker")
+    return Outcome.ok(f"{fw.backend} backend")
+
+
+@probe("firewalld_port")
+def firewalld_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
+    early = _not_running(ctx)
+    if early:
+        return early
+    zone = ctx.host.run(["firewall-cmd", "--get-default-zone"], timeout=15).stdout.strip()
+    ports = ctx.host.run(["firewall-cmd", f"--zone={zone}", "--list-ports"], timeout=15).stdout.split()
+    if f"{port}/tcp" in ports:
+        return Outcome.ok(f"{port}/tcp open in zone {zone}")
+    return Outcome.fail(f"{port}/tcp not open in zone {zone}", expected=f"{port}/tcp",
+                        actual=" ".join(ports) or "no ports",
+                        hint=f"firewall-cmd --permanent --zone={zone} --add-port={port}/tcp && "
+                             "firewall-cmd --reload (Docker-published ports bypass zones, other "
+                             "hosts' rules may not)")

@@ -1,0 +1,144 @@
+"""Network probes on the host: name resolution, upstream resolvers, forwarding, the public port."""
+
+from __future__ import annotations
+
+import socket
+
+import psutil
+
+from hostkit.daemon_config import DaemonJsonError
+from hostkit.doctor import ProbeContext
+from hostkit.errors import HostkitError
+from hostkit.probes import probe
+from hostkit.probes.daemon import read_daemon_json
+from hostkit.results import Outcome
+
+STUB_RESOLVERS = ("127.0.0.53", "127.0.0.54")
+
+
+@probe("dns_host")
+def dns_host(ctx: ProbeContext, name: str = "pypi.org") -> Outcome:
+    try:
+        addrs = sorted({str(ai[4][0]) for ai in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)})
+    except socket.gaierror as exc:
+        return Outcome.fail(f"the host cannot resolve {name}: {exc.strerror}",
+                            hint="check /etc/resolv.conf and that its nameservers answer")
+    return Outcome.ok(f"{name} -> {', '.join(addrs[:3])}")
+
+
+def host_nameservers(ctx: ProbeContext) -> list[str]:
+    servers = []
+    try:
+        text = ctx.host.read_text("/etc/resolv.conf")
+    except HostkitError:
+        return []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            servers.append(words[1])
+    return servers
+
+
+def ask_resolver(server: str, name: str, timeout: float = 3.0, port: int = 53) -> str:
+    """Ask one nameserver directly (no fallback to others); returns the first address."""
+    import dns.exception
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [server]
+    resolver.port = port
+    resolver.lifetime = timeout
+    resolver.timeout = timeout
+    try:
+        answer = resolver.resolve(name, "A")
+    except dns.exception.Timeout as exc:
+        raise HostkitError(f"{server} did not answer within {timeout:g}s") from exc
+    except dns.exception.DNSException as exc:
+        raise HostkitError(f"{server}: {type(exc).__name__}: {exc}") from exc
+    return str(answer[0])
+
+
+@probe("dns_upstreams")
+def dns_upstreams(ctx: ProbeContext, name: str = "pypi.org", timeout: float = 3.0) -> Outcome:
+    """The resolvers containers get: daemon.json `dns`, else the host's (minus the stub)."""
+    try:
+        configured = list((read_daemon_json(ctx) or {}).get("dns") or [])
+    except DaemonJsonError:
+        configured = []
+    source = "daemon.json dns"
+    if not configured:
+        source = "/etc/resolv.conf"
+        configured = host_nameservers(ctx)
+        usable = [s for s in configured if s not in STUB_RESOLVERS]
+        if configured and not usable:
+            return Outcome.fail(
+                "the host uses the systemd-resolved stub (127.0.0.53) and daemon.json sets no dns: "
+                "containers get no usable resolver",
+                hint="hostkit bootstrap --dns <your site's resolvers>")
+        configured = usable
+    if not configured:
+        return Outcome.fail("no nameserver configured anywhere", hint="hostkit bootstrap --dns IP")
+    bad = []
+    good = []
+    for server in configured:
+        try:
+            good.append(f"{server} -> {ask_resolver(server, name, timeout)}")
+        except HostkitError as exc:
+            bad.append(exc.message)
+    if bad:
+        return Outcome.fail(f"{len(bad)} of {len(configured)} resolvers from {source} fail: "
+                            + "; ".join(bad), expected=f"each answers for {name}",
+                            actual="; ".join(good + bad),
+                            hint="use resolvers that answer from this network: hostkit bootstrap "
+                                 "--dns IP (a campus VPN often has its own)")
+    return Outcome.ok(f"every resolver from {source} answers: " + "; ".join(good))
+
+
+@probe("ip_forward")
+def ip_forward(ctx: ProbeContext) -> Outcome:
+    value = ctx.host.read_text("/proc/sys/net/ipv4/ip_forward").strip()
+    if value == "1":
+        return Outcome.ok("net.ipv4.ip_forward = 1")
+    return Outcome.fail("net.ipv4.ip_forward = 0: containers cannot reach the network",
+                        expected="1", actual=value,
+                        hint="sysctl -w net.ipv4.ip_forward=1 and persist it in /etc/sysctl.d/")
+
+
+def listeners(port: int) -> list[tuple[str, str]]:
+    """(address, process) for every TCP socket listening on `port`."""
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            name = "?"
+            if conn.pid:
+                try:
+                    name = psutil.Process(conn.pid).name()
+                except psutil.Error:
+                    pass
+            found.append((str(conn.laddr.ip), f"{name}[{conn.pid}]" if conn.pid else name))
+    return sorted(set(found))
+
+
+@probe("public_port")
+def public_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
+    from hostkit.probes.stack import stack_containers
+
+    try:
+        deployed = bool(stack_containers(ctx))
+    except HostkitError:
+        deployed = False
+    found = listeners(port)
+    where = ", ".join(f"{addr} ({proc})" for addr, proc in found)
+    if deployed:
+        if not found:
+            return Outcome.fail(f"the stack is deployed but nothing listens on {port}",
+                                hint="hostkit stack status; hostkit stack logs nginx")
+        if all(addr.startswith("127.") or addr == "::1" for addr, _ in found):
+            return Outcome.warn(f"{port} listens on loopback only: {where}",
+                                hint="publish the port on 0.0.0.0 so clients can connect")
+        return Outcome.ok(f"{port} listening on {where}")
+    if found:
+        return Outcome.fail(f"{port} is taken before deploy by {where}",
+                            hint=f"stop that service or choose another port (public_port in "
+                                 "/etc/hostkit/hostkit.toml)")
+    return Outcome.ok(f"{port} is free for the stack")

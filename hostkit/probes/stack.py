@@ -1,0 +1,100 @@
+"""Probes of the deployed stack: services, HTTPS through nginx, the single-user image."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+
+from hostkit.doctor import ProbeContext
+from hostkit.errors import HostkitError
+from hostkit.probes import probe
+from hostkit.results import Outcome
+
+
+def stack_containers(ctx: ProbeContext) -> list[Any]:
+    """The compose project's service containers (spawned user servers are not part of it)."""
+    client = ctx.facts.docker_client()
+    label = f"com.docker.compose.project={ctx.settings.compose_project}"
+    return list(client.containers.list(all=True, filters={"label": label}))
+
+
+@probe("stack_services")
+def stack_services(ctx: ProbeContext, max_restarts: int = 3) -> Outcome:
+    containers = stack_containers(ctx)
+    if not containers:
+        return Outcome.skip(f"stack not deployed (no compose project {ctx.settings.compose_project})")
+    bad, good = [], []
+    for c in containers:
+        attrs = c.attrs
+        service = attrs["Config"]["Labels"].get("com.docker.compose.service", c.name)
+        state = attrs.get("State", {})
+        health = (state.get("Health") or {}).get("Status", "")
+        restarts = int(attrs.get("RestartCount", 0))
+        problems = []
+        if state.get("Status") != "running":
+            problems.append(f"{state.get('Status')} (exit {state.get('ExitCode')})")
+        if health and health != "healthy":
+            problems.append(f"health {health}")
+        if state.get("OOMKilled"):
+            problems.append("OOM-killed")
+        if restarts > max_restarts:
+            problems.append(f"restarted {restarts}x")
+        (bad if problems else good).append(f"{service}: {', '.join(problems) or 'running'}"
+                                           + (f" ({health})" if health and not problems else ""))
+    if bad:
+        return Outcome.fail("; ".join(bad), actual="; ".join(good + bad),
+                            hint="hostkit stack logs SERVICE; hostkit stack up restarts it")
+    return Outcome.ok("; ".join(good))
+
+
+def https_get(url: str, timeout: float = 10) -> tuple[int, str]:
+    # The certificate itself is judged by the tls.* checks; here only the path through nginx.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:  # noqa: S310
+            return int(resp.status), resp.read(4096).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read(4096).decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise HostkitError(f"{url}: {reason}") from exc
+
+
+@probe("stack_https")
+def stack_https(ctx: ProbeContext, port: int = 9090, path: str = "/hub/api") -> Outcome:
+    if not stack_containers(ctx):
+        return Outcome.skip("stack not deployed")
+    url = f"https://127.0.0.1:{port}{path}"
+    try:
+        status, body = https_get(url)
+    except HostkitError as exc:
+        return Outcome.fail(exc.message, hint="hostkit stack status; hostkit stack logs nginx")
+    try:
+        version = json.loads(body).get("version")
+    except (ValueError, AttributeError):
+        version = None
+    if status == 200 and version:
+        return Outcome.ok(f"JupyterHub {version} answers through nginx at {url}")
+    return Outcome.fail(f"{url} -> HTTP {status}", actual=body[:200],
+                        hint="502: the hub is down (hostkit stack logs jupyterhub); "
+                             "404: nginx routes elsewhere (hostkit stack up rewrites its config)")
+
+
+@probe("stack_image")
+def stack_image(ctx: ProbeContext, image: str = "hostkit/singleuser") -> Outcome:
+    client = ctx.facts.docker_client()
+    repo = image.split(":")[0]
+    tags = [t for img in client.images.list(name=repo) for t in img.tags]
+    if ":" in image:
+        present = image in tags
+    else:
+        present = bool(tags)
+    if present:
+        return Outcome.ok(f"{', '.join(tags[:3])} present: spawns need no pull")
+    return Outcome.fail(f"{image} is not on this host: the first spawn would pull or fail",
+                        hint="hostkit stack build")

@@ -1,0 +1,188 @@
+"""TLS probes on the certificate nginx serves: present, valid, matching, covering, protected."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import socket
+import stat
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dh, ec, rsa
+
+from hostkit.doctor import ProbeContext
+from hostkit.errors import HostkitError
+from hostkit.probes import probe
+from hostkit.results import Outcome
+
+CERTS_FIX = "hostkit certs (or put your own cert/key at the configured paths)"
+
+# RFC 7919 groups by modulus size; a file holding one of these primes is a named group.
+FFDHE_BITS = (2048, 3072, 4096, 6144, 8192)
+
+
+def load_cert(ctx: ProbeContext, path: str) -> x509.Certificate:
+    data = ctx.host.read_bytes(path)
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise HostkitError(f"{path}: not a PEM certificate ({exc})", CERTS_FIX) from exc
+
+
+def load_key(ctx: ProbeContext, path: str) -> Any:
+    data = ctx.host.read_bytes(path)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise HostkitError(f"{path}: not an unencrypted PEM private key ({exc})", CERTS_FIX) from exc
+
+
+def _missing(ctx: ProbeContext, *paths: str) -> Outcome | None:
+    """Only tls.files fails for absent files; the checks that need them say so and skip."""
+    gone = [p for p in paths if not ctx.host.exists(p)]
+    if gone:
+        return Outcome.skip(f"missing {', '.join(gone)} (see tls.files)")
+    return None
+
+
+@probe("tls_files")
+def tls_files(ctx: ProbeContext, cert: str, key: str) -> Outcome:
+    gone = [p for p in (cert, key) if not ctx.host.exists(p)]
+    if gone:
+        return Outcome.fail(f"missing: {', '.join(gone)}", hint=CERTS_FIX)
+    c = load_cert(ctx, cert)
+    load_key(ctx, key)
+    return Outcome.ok(f"{cert} and {key} parse; subject {c.subject.rfc4514_string()}")
+
+
+def not_after(c: x509.Certificate) -> dt.datetime:
+    if hasattr(c, "not_valid_after_utc"):
+        return c.not_valid_after_utc
+    return c.not_valid_after.replace(tzinfo=dt.timezone.utc)  # pragma: no cover - cryptography < 42
+
+
+@probe("tls_expiry")
+def tls_expiry(ctx: ProbeContext, cert: str, warn_days: int = 30, fail_days: int = 7) -> Outcome:
+    missing = _missing(ctx, cert)
+    if missing:
+        return missing
+    end = not_after(load_cert(ctx, cert))
+    days = (end - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
+    actual = f"expires {end:%Y-%m-%d} ({days:.0f} days)"
+    if days < fail_days:
+        what = "expired" if days < 0 else f"expires in {days:.0f} days"
+        return Outcome.fail(f"certificate {what}", expected=f">= {warn_days} days", actual=actual,
+                            hint="hostkit certs --renew (or renew your CA-issued cert)")
+    if days < warn_days:
+        return Outcome.warn(f"certificate expires in {days:.0f} days", expected=f">= {warn_days} days",
+                            actual=actual, hint="hostkit certs --renew")
+    return Outcome.ok(actual)
+
+
+@probe("tls_key_match")
+def tls_key_match(ctx: ProbeContext, cert: str, key: str) -> Outcome:
+    missing = _missing(ctx, cert, key)
+    if missing:
+        return missing
+    pub = load_cert(ctx, cert).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    priv = load_key(ctx, key).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if pub != priv:
+        return Outcome.fail(f"{key} is not the key of {cert}: nginx will refuse to start",
+                            hint="put the matching pair in place, or " + CERTS_FIX)
+    return Outcome.ok("private key matches the certificate")
+
+
+def names_in_cert(c: x509.Certificate) -> list[str]:
+    try:
+        san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n) for n in san.get_values_for_type(x509.DNSName)] + [
+        str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+
+
+def covers(names: list[str], wanted: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(wanted)
+        return any(n == str(ip) for n in names)
+    except ValueError:
+        pass
+    wanted = wanted.lower().rstrip(".")
+    for n in (x.lower() for x in names):
+        if n == wanted:
+            return True
+        if n.startswith("*.") and wanted.count(".") >= 2 and wanted.split(".", 1)[1] == n[2:]:
+            return True
+    return False
+
+
+@probe("tls_san")
+def tls_san(ctx: ProbeContext, cert: str, server_name: str = "") -> Outcome:
+    missing = _missing(ctx, cert)
+    if missing:
+        return missing
+    wanted = server_name or socket.getfqdn()
+    names = names_in_cert(load_cert(ctx, cert))
+    if covers(names, wanted):
+        return Outcome.ok(f"SAN covers {wanted}", actual=", ".join(names))
+    return Outcome.fail(f"SAN does not cover {wanted}: browsers will refuse the name",
+                        expected=wanted, actual=", ".join(names) or "no SAN",
+                        hint=f"hostkit certs --name {wanted} (or set server_name)")
+
+
+@probe("tls_key_size")
+def tls_key_size(ctx: ProbeContext, key: str, min_rsa_bits: int = 2048) -> Outcome:
+    missing = _missing(ctx, key)
+    if missing:
+        return missing
+    k = load_key(ctx, key)
+    if isinstance(k, rsa.RSAPrivateKey):
+        if k.key_size < min_rsa_bits:
+            return Outcome.fail(f"RSA key of {k.key_size} bits", expected=f">= {min_rsa_bits}",
+                                actual=str(k.key_size), hint=CERTS_FIX)
+        return Outcome.ok(f"RSA {k.key_size} bits")
+    if isinstance(k, ec.EllipticCurvePrivateKey):
+        return Outcome.ok(f"EC {k.curve.name}")
+    return Outcome.ok(type(k).__name__)
+
+
+@probe("tls_key_mode")
+def tls_key_mode(ctx: ProbeContext, key: str) -> Outcome:
+    missing = _missing(ctx, key)
+    if missing:
+        return missing
+    mode = stat.S_IMODE(ctx.host.stat(key).st_mode)
+    if mode & 0o077:
+        return Outcome.fail(f"{key} is mode {mode:04o}: others can read the private key",
+                            expected="0600", actual=f"{mode:04o}", hint=f"chmod 600 {key}")
+    return Outcome.ok(f"{key} mode {mode:04o}")
+
+
+def ffdhe_prime(bits: int) -> int:
+    """The RFC 7919 prime of that size (it is the public modulus of a published group)."""
+    from hostkit.ffdhe import FFDHE_PRIMES
+
+    return FFDHE_PRIMES[bits]
+
+
+@probe("tls_dhparam")
+def tls_dhparam(ctx: ProbeContext, path: str, min_bits: int = 2048) -> Outcome:
+    if not ctx.host.exists(path):
+        return Outcome.fail(f"missing: {path}", hint=CERTS_FIX)
+    try:
+        params = serialization.load_pem_parameters(ctx.host.read_bytes(path))
+    except ValueError as exc:
+        return Outcome.fail(f"{path}: not PEM DH parameters ({exc})", hint=CERTS_FIX)
+    if not isinstance(params, dh.DHParameters):
+        return Outcome.fail(f"{path}: not DH parameters", hint=CERTS_FIX)
+    numbers = params.parameter_numbers()
+    bits = numbers.p.bit_length()
+    named = next((f"ffdhe{b}" for b in FFDHE_BITS if b == bits and numbers.p == ffdhe_prime(b)), "")
+    if bits < min_bits:
+        return Outcome.fail(f"DH parameters of {bits} bits (Logjam-weak)", expected=f">= {min_bits}",
+                            actual=str(bits), hint="hostkit certs writes the RFC 7919 ffdhe2048 group")
+    return Outcome.ok(f"{named} (RFC 7919 named group)" if named else f"{bits}-bit DH parameters")
