@@ -14,8 +14,9 @@ def asset_dir(name: str) -> Path:
     for candidate in (_PACKAGE / "_assets" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate
-    raise HostkitError(f"bundled {name}/ not found next to {_PACKAGE}",
-                       "reinstall hostkit (pipx install --force hostkit)")
+    raise HostkitError(
+        f"bundled {name}/ not found next to {_PACKAGE}", "reinstall hostkit (pipx install --force hostkit)"
+    )
 
 
 def stack_dir() -> Path:

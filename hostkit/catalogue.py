@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from hostkit.assets import checks_dir
 from hostkit.errors import UsageError
@@ -15,8 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_FIELDS = {"id", "title", "probe", "group", "params", "severity", "tags", "hint", "fix_step",
-           "timeout"}
+_FIELDS = {"id", "title", "probe", "group", "params", "severity", "tags", "hint", "fix_step", "timeout"}
 
 
 def load_catalogue(extra_files: Iterable[Path] = ()) -> list[CheckSpec]:
@@ -28,8 +28,10 @@ def load_catalogue(extra_files: Iterable[Path] = ()) -> list[CheckSpec]:
     for path in files:
         for spec in _parse_file(path):
             if spec.probe not in PROBES:
-                raise UsageError(f"{path}: check {spec.id!r} names unknown probe {spec.probe!r}",
-                                 f"known probes: {', '.join(sorted(PROBES))}")
+                raise UsageError(
+                    f"{path}: check {spec.id!r} names unknown probe {spec.probe!r}",
+                    f"known probes: {', '.join(sorted(PROBES))}",
+                )
             by_id[spec.id] = spec
     return list(by_id.values())
 
@@ -54,8 +56,10 @@ def _spec(path: Path, n: int, entry: dict[str, Any]) -> CheckSpec:
         raise UsageError(f"{where} lacks {', '.join(missing)}", "each [[check]] needs id, title, probe")
     unknown = sorted(set(entry) - _FIELDS)
     if unknown:
-        raise UsageError(f"{where} ({entry['id']}) has unknown field(s) {', '.join(unknown)}",
-                         f"allowed: {', '.join(sorted(_FIELDS))}")
+        raise UsageError(
+            f"{where} ({entry['id']}) has unknown field(s) {', '.join(unknown)}",
+            f"allowed: {', '.join(sorted(_FIELDS))}",
+        )
     severity = entry.get("severity", "fail")
     if severity not in ("fail", "warn"):
         raise UsageError(f"{where} ({entry['id']}): severity must be 'fail' or 'warn'")
@@ -67,7 +71,7 @@ def _spec(path: Path, n: int, entry: dict[str, Any]) -> CheckSpec:
         group=group,
         params=dict(entry.get("params", {})),
         severity=severity,
-        tags=tuple(entry.get("tags", ())) + (group,),
+        tags=(*entry.get("tags", ()), group),
         hint=entry.get("hint", ""),
         fix_step=entry.get("fix_step", ""),
         timeout=float(entry.get("timeout", 20.0)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import IO, List, Optional
 
 import typer
 from rich.console import Console
@@ -13,8 +13,7 @@ from rich.console import Console
 from hostkit import __version__
 from hostkit.errors import HostkitError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 err = Console(stderr=True)
 
 
@@ -34,8 +33,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """hostkit: take a Linux server to a multi-user JupyterHub, and say exactly what is wrong."""
 
@@ -43,15 +43,15 @@ def _root(
 @app.command()
 def doctor(
     fmt: Format = typer.Option(Format.human, "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                          help="Write the report here instead of stdout."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write the report here instead of stdout."
+    ),
     strict: bool = typer.Option(False, help="Count warnings as failures."),
     only: Optional[List[str]] = typer.Option(None, help="Run only these checks (id, id prefix or tag)."),
     skip: Optional[List[str]] = typer.Option(None, help="Skip these checks (id, id prefix or tag)."),
     list_checks: bool = typer.Option(False, "--list", help="Print the catalogue and exit."),
     checks: Optional[List[Path]] = typer.Option(None, "--checks", help="An extra catalogue file (TOML)."),
-    settings_file: str = typer.Option("/etc/hostkit/hostkit.toml", "--settings",
-                                      help="Site settings file."),
+    settings_file: str = typer.Option("/etc/hostkit/hostkit.toml", "--settings", help="Site settings file."),
     port: Optional[int] = typer.Option(None, help="Public port (default from settings: 9090)."),
     server_name: Optional[str] = typer.Option(None, help="Host name clients use."),
     deploy_dir: Optional[str] = typer.Option(None, help="Where the stack is deployed."),
@@ -73,7 +73,8 @@ def doctor(
         raise typer.Exit(0)
     host = LocalHost()
     settings = load_settings(host, settings_file).with_overrides(
-        public_port=port, server_name=server_name, deploy_dir=deploy_dir, data_root=data_root)
+        public_port=port, server_name=server_name, deploy_dir=deploy_dir, data_root=data_root
+    )
     results = run_checks(specs, ProbeContext(host, Facts(host), settings))
     if fmt is Format.human:
         text = render_human(results, Console(record=bool(output), file=_sink(output)))
@@ -90,7 +91,7 @@ def doctor(
     raise typer.Exit(exit_code(results, strict))
 
 
-def _sink(output: Optional[Path]) -> object:
+def _sink(output: Optional[Path]) -> IO[str]:
     import io
 
     return io.StringIO() if output else sys.stdout
@@ -110,10 +111,20 @@ def facts(
         return
     for key, value in summary.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
+            shown = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):
-            value = "; ".join(", ".join(f"{k}={v}" for k, v in item.items()) for item in value)
-        typer.echo(f"{key:16} {value}")
+            shown = "; ".join(", ".join(f"{k}={v}" for k, v in item.items()) for item in value)
+        else:
+            shown = str(value)
+        typer.echo(f"{key:16} {shown}")
+
+
+# bootstrap and cleanup live in their own module; mounted here so `hostkit --help` lists them
+from hostkit.cli_bootstrap import bootstrap as _bootstrap  # noqa: E402
+from hostkit.cli_bootstrap import cleanup as _cleanup  # noqa: E402
+
+app.command("bootstrap")(_bootstrap)
+app.command("cleanup")(_cleanup)
 
 
 def main() -> None:

@@ -52,12 +52,37 @@ class TypeProblem:
 # Keys whose values dockerd requires as strings inside a map (moby#38242: a number there
 # makes dockerd refuse to start with "cannot unmarshal number into Go value of type string").
 _STRING_MAPS = ("log-opts", "storage-opts-map", "default-address-pools-map")
-_LISTS_OF_STRINGS = ("dns", "dns-search", "dns-opts", "insecure-registries", "registry-mirrors",
-                     "storage-opts", "hosts", "exec-opts")
-_STRINGS = ("data-root", "log-driver", "storage-driver", "bip", "fixed-cidr", "log-level",
-            "default-runtime", "cgroup-parent")
-_BOOLS = ("live-restore", "iptables", "ip-forward", "ip-masq", "debug", "userland-proxy",
-          "icc", "experimental", "selinux-enabled")
+_LISTS_OF_STRINGS = (
+    "dns",
+    "dns-search",
+    "dns-opts",
+    "insecure-registries",
+    "registry-mirrors",
+    "storage-opts",
+    "hosts",
+    "exec-opts",
+)
+_STRINGS = (
+    "data-root",
+    "log-driver",
+    "storage-driver",
+    "bip",
+    "fixed-cidr",
+    "log-level",
+    "default-runtime",
+    "cgroup-parent",
+)
+_BOOLS = (
+    "live-restore",
+    "iptables",
+    "ip-forward",
+    "ip-masq",
+    "debug",
+    "userland-proxy",
+    "icc",
+    "experimental",
+    "selinux-enabled",
+)
 
 
 def find_type_problems(config: dict[str, Any]) -> list[TypeProblem]:
@@ -70,23 +95,28 @@ def find_type_problems(config: dict[str, Any]) -> list[TypeProblem]:
         else:
             for k, v in opts.items():
                 if not isinstance(v, str):
-                    problems.append(TypeProblem(
-                        f"log-opts.{k}", f"must be a string, found {json.dumps(v)}",
-                        f'"{k}": "{v}"'))
+                    problems.append(
+                        TypeProblem(
+                            f"log-opts.{k}", f"must be a string, found {json.dumps(v)}", f'"{k}": "{v}"'
+                        )
+                    )
     for key in _LISTS_OF_STRINGS:
         if key in config and (
             not isinstance(config[key], list) or not all(isinstance(x, str) for x in config[key])
         ):
-            problems.append(TypeProblem(key, "must be a list of strings",
-                                        f'"{key}": ["..."]'))
+            problems.append(TypeProblem(key, "must be a list of strings", f'"{key}": ["..."]'))
     for key in _STRINGS:
         if key in config and not isinstance(config[key], str):
-            problems.append(TypeProblem(key, f"must be a string, found {json.dumps(config[key])}",
-                                        f'"{key}": "{config[key]}"'))
+            problems.append(
+                TypeProblem(
+                    key, f"must be a string, found {json.dumps(config[key])}", f'"{key}": "{config[key]}"'
+                )
+            )
     for key in _BOOLS:
         if key in config and not isinstance(config[key], bool):
-            problems.append(TypeProblem(key, f"must be true or false, found {json.dumps(config[key])}",
-                                        f'"{key}": true'))
+            problems.append(
+                TypeProblem(key, f"must be true or false, found {json.dumps(config[key])}", f'"{key}": true')
+            )
     return problems
 
 
@@ -125,7 +155,7 @@ def dockerd_flags_in_unit(unit_text: str) -> list[tuple[str, str]]:
         line = raw.strip()
         if not line.startswith("ExecStart="):
             continue
-        value = line[len("ExecStart="):].strip()
+        value = line[len("ExecStart=") :].strip()
         if not value:
             exec_lines = []
         else:
@@ -158,7 +188,8 @@ def conflicting_flags(unit_text: str, config: dict[str, Any]) -> list[tuple[str,
 # Options the json-file log driver accepts; any other log-opt left over from a previous
 # driver (syslog-address, gelf-*) would make dockerd refuse to start once json-file is set.
 _JSON_FILE_LOG_OPTS = frozenset(
-    {"max-size", "max-file", "labels", "labels-regex", "env", "env-regex", "tag", "compress"})
+    {"max-size", "max-file", "labels", "labels-regex", "env", "env-regex", "tag", "compress"}
+)
 
 
 @dataclass(frozen=True)

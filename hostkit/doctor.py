@@ -31,8 +31,9 @@ def resolve_params(params: dict[str, Any], settings: Settings) -> dict[str, Any]
             name = value[1:]
             if not hasattr(settings, name):
                 raise HostkitError(f"parameter {key} refers to unknown setting {name!r}")
-            value = getattr(settings, name)
-        out[key] = value
+            out[key] = getattr(settings, name)
+        else:
+            out[key] = value
     return out
 
 
@@ -48,7 +49,7 @@ def evaluate(spec: CheckSpec, ctx: ProbeContext) -> CheckResult:
 
         status = Status.SKIP if isinstance(exc, NoProbeImage) else Status.ERROR
         outcome = Outcome(status, exc.message, hint=exc.hint)
-    except Exception as exc:  # noqa: BLE001 - a probe bug must not take the whole report down
+    except Exception as exc:
         outcome = Outcome(Status.ERROR, f"probe {spec.probe} crashed: {type(exc).__name__}: {exc}")
     return _result(spec, outcome, time.monotonic() - start)
 
@@ -60,10 +61,17 @@ def _result(spec: CheckSpec, outcome: Outcome, duration: float) -> CheckResult:
     needs_fix = status in (Status.FAIL, Status.WARN, Status.ERROR)
     hint = outcome.hint or (spec.hint if needs_fix else "")
     return CheckResult(
-        id=spec.id, title=spec.title, group=spec.group, status=status, summary=outcome.summary,
-        expected=outcome.expected, actual=outcome.actual, hint=hint,
+        id=spec.id,
+        title=spec.title,
+        group=spec.group,
+        status=status,
+        summary=outcome.summary,
+        expected=outcome.expected,
+        actual=outcome.actual,
+        hint=hint,
         fix_step=spec.fix_step if status in (Status.FAIL, Status.WARN) else "",
-        duration_s=duration, tags=spec.tags,
+        duration_s=duration,
+        tags=spec.tags,
     )
 
 
@@ -102,17 +110,18 @@ def run_checks(
 def _wait(spec: CheckSpec, future: cf.Future[CheckResult], begun_at: dict[str, float]) -> CheckResult:
     while True:
         begun = begun_at.get(spec.id)
-        if begun is None:  # still queued behind other checks: its clock has not started
-            wait = 0.05
-        else:
-            wait = max(0.0, spec.timeout - (time.monotonic() - begun))
+        # still queued behind other checks: its clock has not started, so just poll
+        wait = 0.05 if begun is None else max(0.0, spec.timeout - (time.monotonic() - begun))
         try:
             return future.result(timeout=wait)
         except cf.TimeoutError:
             if begun is not None:
                 return _result(
                     spec,
-                    Outcome(Status.ERROR, f"no answer within {spec.timeout:g}s (probe {spec.probe})",
-                            hint="something on the host hangs: see the other checks in this group"),
+                    Outcome(
+                        Status.ERROR,
+                        f"no answer within {spec.timeout:g}s (probe {spec.probe})",
+                        hint="something on the host hangs: see the other checks in this group",
+                    ),
                     spec.timeout,
                 )

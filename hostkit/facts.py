@@ -70,8 +70,9 @@ class Facts:
         for candidate in ("/etc/os-release", "/usr/lib/os-release"):
             if self.host.exists(candidate):
                 return detect_distro(str(self.host.path(candidate)))
-        return DistroInfo("", "", "unknown", "unknown", None, False,
-                          "unsupported: no /etc/os-release on this host")
+        return DistroInfo(
+            "", "", "unknown", "unknown", None, False, "unsupported: no /etc/os-release on this host"
+        )
 
     @_once
     def init_system(self) -> str:
@@ -193,12 +194,16 @@ def _disks() -> list[dict[str, Any]]:
             usage = psutil.disk_usage(part.mountpoint)
         except OSError:
             continue
-        disks.append({"mountpoint": part.mountpoint, "fstype": part.fstype,
-                      "total_bytes": usage.total, "free_bytes": usage.free})
+        disks.append(
+            {
+                "mountpoint": part.mountpoint,
+                "fstype": part.fstype,
+                "total_bytes": usage.total,
+                "free_bytes": usage.free,
+            }
+        )
     return disks
 
 
 def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str)
-
-

@@ -1,4 +1,6 @@
-"""RFC 7919 finite-field Diffie-Hellman groups, as PEM (what `openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdheN` prints).
+"""RFC 7919 finite-field Diffie-Hellman groups as PEM.
+
+Each is what `openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdheN` prints.
 
 nginx wants a dhparam file; a published group is as strong as a freshly generated one of the
 same size and costs nothing to make (generating 4096 bits takes minutes).
@@ -53,7 +55,8 @@ zAqCkc3OyX3Pjsm1Wn+IpGtNtahR9EGC4caKAH5eZV9q//////////8CAQI=
 
 def _prime(pem: str) -> int:
     params = serialization.load_pem_parameters(pem.encode())
-    assert isinstance(params, dh.DHParameters)
+    if not isinstance(params, dh.DHParameters):  # pragma: no cover - the PEMs above are DH
+        raise TypeError("not DH parameters")
     return params.parameter_numbers().p
 
 

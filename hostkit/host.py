@@ -12,9 +12,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from hostkit.errors import CommandError, HostkitError
 
@@ -138,7 +139,7 @@ class LocalHost:
         *,
         timeout: float = 60,
         check: bool = False,
-        input: Optional[str] = None,  # noqa: A002 - mirrors subprocess.run
+        input: Optional[str] = None,
         env: Optional[dict[str, str]] = None,
         hint: str = "",
     ) -> CommandResult:

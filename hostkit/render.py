@@ -18,8 +18,13 @@ from hostkit.results import CheckResult, Status
 
 JSON_SCHEMA_VERSION = 1
 
-_STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red",
-          Status.SKIP: "dim", Status.ERROR: "bold magenta"}
+_STYLE = {
+    Status.PASS: "green",
+    Status.WARN: "yellow",
+    Status.FAIL: "bold red",
+    Status.SKIP: "dim",
+    Status.ERROR: "bold magenta",
+}
 
 
 def counts(results: list[CheckResult]) -> dict[str, int]:
@@ -50,27 +55,41 @@ def render_human(results: list[CheckResult], console: Console | None = None) -> 
 
 
 def render_json(results: list[CheckResult]) -> str:
-    return json.dumps({
-        "schema_version": JSON_SCHEMA_VERSION,
-        "hostkit_version": __version__,
-        "host": socket.gethostname(),
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "counts": counts(results),
-        "checks": [r.as_dict() for r in results],
-    }, indent=2)
+    return json.dumps(
+        {
+            "schema_version": JSON_SCHEMA_VERSION,
+            "hostkit_version": __version__,
+            "host": socket.gethostname(),
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "counts": counts(results),
+            "checks": [r.as_dict() for r in results],
+        },
+        indent=2,
+    )
 
 
 def render_junit(results: list[CheckResult]) -> str:
     c = counts(results)
-    suite = ET.Element("testsuite", name="hostkit doctor", tests=str(len(results)),
-                       failures=str(c["fail"] + c["warn"]), errors=str(c["error"]),
-                       skipped=str(c["skip"]),
-                       time=f"{sum(r.duration_s for r in results):.3f}")
+    suite = ET.Element(
+        "testsuite",
+        name="hostkit doctor",
+        tests=str(len(results)),
+        failures=str(c["fail"] + c["warn"]),
+        errors=str(c["error"]),
+        skipped=str(c["skip"]),
+        time=f"{sum(r.duration_s for r in results):.3f}",
+    )
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=r.group, name=r.id, time=f"{r.duration_s:.3f}")
-        detail = "\n".join(x for x in (f"expected: {r.expected}" if r.expected else "",
-                                       f"actual: {r.actual}" if r.actual else "",
-                                       f"fix: {r.hint}" if r.hint else "") if x)
+        detail = "\n".join(
+            x
+            for x in (
+                f"expected: {r.expected}" if r.expected else "",
+                f"actual: {r.actual}" if r.actual else "",
+                f"fix: {r.hint}" if r.hint else "",
+            )
+            if x
+        )
         if r.status in (Status.FAIL, Status.WARN):
             el = ET.SubElement(case, "failure", message=r.summary, type=r.status.value)
             el.text = detail
@@ -96,15 +115,20 @@ def render_prometheus(results: list[CheckResult]) -> str:
         "# HELP hostkit_check_status Check status: 0 pass, 1 warn, 2 fail, 3 error, -1 skip.",
         "# TYPE hostkit_check_status gauge",
     ]
-    lines += [f'hostkit_check_status{{check="{_label(r.id)}",group="{_label(r.group)}"}} '
-              f"{_PROM_VALUE[r.status]}" for r in results]
-    lines += ["# HELP hostkit_check_duration_seconds Time the check took.",
-              "# TYPE hostkit_check_duration_seconds gauge"]
-    lines += [f'hostkit_check_duration_seconds{{check="{_label(r.id)}"}} {r.duration_s:.4f}'
-              for r in results]
-    lines += ["# HELP hostkit_last_run_timestamp_seconds When doctor last ran.",
-              "# TYPE hostkit_last_run_timestamp_seconds gauge",
-              f"hostkit_last_run_timestamp_seconds {time.time():.0f}"]
+    lines += [
+        f'hostkit_check_status{{check="{_label(r.id)}",group="{_label(r.group)}"}} {_PROM_VALUE[r.status]}'
+        for r in results
+    ]
+    lines += [
+        "# HELP hostkit_check_duration_seconds Time the check took.",
+        "# TYPE hostkit_check_duration_seconds gauge",
+    ]
+    lines += [f'hostkit_check_duration_seconds{{check="{_label(r.id)}"}} {r.duration_s:.4f}' for r in results]
+    lines += [
+        "# HELP hostkit_last_run_timestamp_seconds When doctor last ran.",
+        "# TYPE hostkit_last_run_timestamp_seconds gauge",
+        f"hostkit_last_run_timestamp_seconds {time.time():.0f}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -121,8 +145,9 @@ def render_nagios(results: list[CheckResult]) -> str:
     else:
         state = "OK"
     perf = " ".join(f"{k}={v}" for k, v in c.items())
-    head = f"HOSTKIT {state} - {c['pass']} pass, {c['warn']} warn, {c['fail']} fail, " \
-           f"{c['error']} error | {perf}"
+    head = (
+        f"HOSTKIT {state} - {c['pass']} pass, {c['warn']} warn, {c['fail']} fail, {c['error']} error | {perf}"
+    )
     return "\n".join([head] + [f"{r.status.value.upper()} {r.id}: {r.summary}" for r in problems]) + "\n"
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 
 class Status(str, Enum):
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 - a status, not a password
     WARN = "warn"
     FAIL = "fail"
     SKIP = "skip"

@@ -59,8 +59,9 @@ def load_settings(host: LocalHost, path: str = SETTINGS_FILE) -> Settings:
     known = {f.name for f in fields(Settings)} - {"extra"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}",
-                         f"known settings: {', '.join(sorted(known))}")
+        raise UsageError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}", f"known settings: {', '.join(sorted(known))}"
+        )
     if "dns" in data:
         data["dns"] = tuple(data["dns"])
     return Settings(**data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from typing import Any, Optional
 
@@ -11,8 +12,7 @@ from hostkit.probes import probe
 from hostkit.results import Outcome
 
 # Images hostkit builds or tests with, best first: each has a shell, getent and python3.
-PREFERRED_IMAGES = ("hostkit/jupyterhub", "hostkit/singleuser", "hostkit/debian-base",
-                    "hostkit-test/minbase")
+PREFERRED_IMAGES = ("hostkit/jupyterhub", "hostkit/singleuser", "hostkit/debian-base", "hostkit-test/minbase")
 
 
 class NoProbeImage(HostkitError):
@@ -29,12 +29,15 @@ def pick_probe_image(ctx: ProbeContext) -> str:
         for tag in tags:
             if tag.split(":")[0] == repo:
                 return str(tag)
-    raise NoProbeImage("no local image to run a test container from",
-                       "run `hostkit stack build`, or set probe_image in /etc/hostkit/hostkit.toml")
+    raise NoProbeImage(
+        "no local image to run a test container from",
+        "run `hostkit stack build`, or set probe_image in /etc/hostkit/hostkit.toml",
+    )
 
 
-def run_in_container(ctx: ProbeContext, script: str, network: Optional[str] = None,
-                     timeout: float = 20) -> tuple[int, str]:
+def run_in_container(
+    ctx: ProbeContext, script: str, network: Optional[str] = None, timeout: float = 20
+) -> tuple[int, str]:
     """Run `sh -c script` in a fresh container that is always removed; (exit code, output)."""
     client = ctx.facts.docker_client()
     image = pick_probe_image(ctx)  # NoProbeImage propagates: evaluate() reports it as SKIP
@@ -52,10 +55,9 @@ def run_in_container(ctx: ProbeContext, script: str, network: Optional[str] = No
             raise
         raise HostkitError(f"test container in {image} failed: {exc}") from exc
     finally:
-        try:
+        # removing a throwaway container is best effort; its label lets an admin find leftovers
+        with contextlib.suppress(Exception):
             container.remove(force=True)
-        except Exception:  # noqa: BLE001, S110 - removal of a throwaway container is best effort
-            pass
 
 
 def _network_or_skip(ctx: ProbeContext, network: str) -> Optional[Outcome]:
@@ -76,14 +78,17 @@ def container_dns(ctx: ProbeContext, name: str = "pypi.org", network: str = "") 
     where = f"a container on {network}" if network else "a container"
     if code == 0 and out:
         return Outcome.ok(f"{where} resolves {name} -> {out.split()[0]}")
-    return Outcome.fail(f"{where} cannot resolve {name} (exit {code})", actual=out[-200:],
-                        hint="set reachable resolvers: hostkit bootstrap --dns IP; on firewalld "
-                             "hosts check docker0's zone; then restart Docker")
+    return Outcome.fail(
+        f"{where} cannot resolve {name} (exit {code})",
+        actual=out[-200:],
+        hint="set reachable resolvers: hostkit bootstrap --dns IP; on firewalld "
+        "hosts check docker0's zone; then restart Docker",
+    )
 
 
 _TCP_SCRIPT = (
-    "if command -v python3 >/dev/null; then python3 -c \"import socket,sys; "
-    "socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout={t}).close()\" {h} {p}; "
+    'if command -v python3 >/dev/null; then python3 -c "import socket,sys; '
+    'socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout={t}).close()" {h} {p}; '
     "else timeout {t} bash -c 'exec 3<>/dev/tcp/{h}/{p}'; fi"
 )
 
@@ -100,25 +105,35 @@ def container_egress(ctx: ProbeContext, target: str = "pypi.org:443", network: s
     code, out = run_in_container(ctx, script, network or None)
     if code == 0:
         return Outcome.ok(f"a container opens TCP to {target}")
-    return Outcome.fail(f"a container cannot open TCP to {target} (exit {code})", actual=out[-200:],
-                        hint="check masquerade/forwarding: net.ipv4.ip_forward=1, docker0 in the "
-                             "`docker` zone (firewalld), then restart Docker")
+    return Outcome.fail(
+        f"a container cannot open TCP to {target} (exit {code})",
+        actual=out[-200:],
+        hint="check masquerade/forwarding: net.ipv4.ip_forward=1, docker0 in the "
+        "`docker` zone (firewalld), then restart Docker",
+    )
 
 
 @probe("container_http")
-def container_http(ctx: ProbeContext, url: str = "http://jupyterhub:8081/hub/api",
-                   network: str = "", expect: str = '"version"') -> Outcome:
+def container_http(
+    ctx: ProbeContext,
+    url: str = "http://jupyterhub:8081/hub/api",
+    network: str = "",
+    expect: str = '"version"',
+) -> Outcome:
     """From a container on `network`, GET `url` (what a spawned server needs of the hub)."""
     skip = _network_or_skip(ctx, network)
     if skip:
         return skip
-    script = ("python3 -c \"import sys,urllib.request; "
-              "print(urllib.request.urlopen(sys.argv[1], timeout=8).read().decode()[:300])\" "
-              + shlex.quote(url))
+    script = (
+        'python3 -c "import sys,urllib.request; '
+        'print(urllib.request.urlopen(sys.argv[1], timeout=8).read().decode()[:300])" ' + shlex.quote(url)
+    )
     code, out = run_in_container(ctx, script, network or None)
     if code == 0 and expect in out:
         return Outcome.ok(f"{url} answers from {network or 'the default bridge'}")
-    return Outcome.fail(f"{url} does not answer from {network or 'the default bridge'} (exit {code})",
-                        actual=out[-200:],
-                        hint="spawned servers need the hub: hub_ip 0.0.0.0, hub_connect_ip = the hub "
-                             "service name, both on this network (hostkit stack status)")
+    return Outcome.fail(
+        f"{url} does not answer from {network or 'the default bridge'} (exit {code})",
+        actual=out[-200:],
+        hint="spawned servers need the hub: hub_ip 0.0.0.0, hub_connect_ip = the hub "
+        "service name, both on this network (hostkit stack status)",
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+from typing import Any, Optional, Union
 
 from hostkit.daemon_config import (
     DAEMON_JSON,
@@ -26,13 +27,14 @@ def read_daemon_json(ctx: ProbeContext) -> Optional[dict[str, Any]]:
     return parse_daemon_json(ctx.host.read_text(DAEMON_JSON), DAEMON_JSON)
 
 
-def _config_or_outcome(ctx: ProbeContext) -> tuple[Optional[dict[str, Any]], Optional[Outcome]]:
+def _config_or_skip(ctx: ProbeContext) -> Union[dict[str, Any], Outcome]:
+    """The config to judge; a file that does not parse is daemon.syntax's failure, not ours."""
     try:
         config = read_daemon_json(ctx)
     except DaemonJsonError:
-        return None, Outcome.skip("daemon.json does not parse (see daemon.json syntax)")
+        return Outcome.skip("daemon.json does not parse (see daemon.syntax)")
     # a missing file is Docker's defaults: judge those (no rotation, no dns) like any config
-    return config or {}, None
+    return config or {}
 
 
 @probe("daemon_json_parses")
@@ -42,17 +44,17 @@ def daemon_json_parses(ctx: ProbeContext) -> Outcome:
     except DaemonJsonError as exc:
         return Outcome.fail(exc.message, hint=exc.hint)
     if config is None:
-        return Outcome.warn(f"{DAEMON_JSON} does not exist: no log rotation, default DNS",
-                            hint="hostkit bootstrap writes it")
+        return Outcome.warn(
+            f"{DAEMON_JSON} does not exist: no log rotation, default DNS", hint="hostkit bootstrap writes it"
+        )
     return Outcome.ok(f"{DAEMON_JSON} parses ({len(config)} keys)")
 
 
 @probe("daemon_json_types")
 def daemon_json_types(ctx: ProbeContext) -> Outcome:
-    config, early = _config_or_outcome(ctx)
-    if early:
-        return early
-    assert config is not None
+    config = _config_or_skip(ctx)
+    if isinstance(config, Outcome):
+        return config
     problems = find_type_problems(config)
     if not problems:
         return Outcome.ok("every value has the type dockerd expects")
@@ -64,10 +66,9 @@ def daemon_json_types(ctx: ProbeContext) -> Outcome:
 
 @probe("daemon_json_logging")
 def daemon_json_logging(ctx: ProbeContext) -> Outcome:
-    config, early = _config_or_outcome(ctx)
-    if early:
-        return early
-    assert config is not None
+    config = _config_or_skip(ctx)
+    if isinstance(config, Outcome):
+        return config
     driver = config.get("log-driver", "json-file")
     opts = config.get("log-opts") or {}
     if driver == "local":
@@ -76,54 +77,63 @@ def daemon_json_logging(ctx: ProbeContext) -> Outcome:
         return Outcome.ok(f"log-driver {driver} (logs leave the host)")
     missing = [k for k in ("max-size", "max-file") if k not in opts]
     if missing:
-        return Outcome.fail(f"json-file logs are not rotated: no {' / '.join(missing)} in log-opts",
-                            expected='"log-opts": {"max-size": "10m", "max-file": "5"}',
-                            actual=str(opts or "none"),
-                            hint="hostkit bootstrap sets them; only containers created afterwards "
-                                 "rotate")
+        return Outcome.fail(
+            f"json-file logs are not rotated: no {' / '.join(missing)} in log-opts",
+            expected='"log-opts": {"max-size": "10m", "max-file": "5"}',
+            actual=str(opts or "none"),
+            hint="hostkit bootstrap sets them; only containers created afterwards rotate",
+        )
     return Outcome.ok(f"json-file rotated at {opts['max-size']} x {opts['max-file']}")
 
 
 @probe("daemon_json_dns")
 def daemon_json_dns(ctx: ProbeContext) -> Outcome:
-    config, early = _config_or_outcome(ctx)
-    if early:
-        return early
-    assert config is not None
+    config = _config_or_skip(ctx)
+    if isinstance(config, Outcome):
+        return config
     dns = config.get("dns")
     want = list(ctx.settings.dns)
     if not dns:
-        return Outcome.fail("no dns in daemon.json: containers inherit the host's resolv.conf",
-                            expected=str(want), actual="unset",
-                            hint="hostkit bootstrap --dns IP (your site's resolvers)")
+        return Outcome.fail(
+            "no dns in daemon.json: containers inherit the host's resolv.conf",
+            expected=str(want),
+            actual="unset",
+            hint="hostkit bootstrap --dns IP (your site's resolvers)",
+        )
     if want and list(dns) != want:
-        return Outcome.warn(f"dns is {dns}, settings say {want}", expected=str(want), actual=str(dns),
-                            hint="hostkit bootstrap --dns ... to make them agree")
+        return Outcome.warn(
+            f"dns is {dns}, settings say {want}",
+            expected=str(want),
+            actual=str(dns),
+            hint="hostkit bootstrap --dns ... to make them agree",
+        )
     return Outcome.ok(f"containers use {', '.join(dns)}")
 
 
 @probe("daemon_json_data_root")
 def daemon_json_data_root(ctx: ProbeContext) -> Outcome:
     want = ctx.settings.data_root
-    actual = ""
-    try:
+    actual = configured = ""
+    with contextlib.suppress(HostkitError):  # a daemon that is down still has a config to judge
         actual = str(ctx.facts.docker_info().get("DockerRootDir", ""))
-    except HostkitError:
-        pass
-    configured = ""
-    try:
+    with contextlib.suppress(DaemonJsonError):
         configured = str((read_daemon_json(ctx) or {}).get("data-root", ""))
-    except DaemonJsonError:
-        pass
     if not want:
         return Outcome.ok(f"data-root {actual or configured or '/var/lib/docker'} (no expectation set)")
     if actual and actual != want:
-        return Outcome.fail(f"Docker runs on {actual}, expected {want}", expected=want, actual=actual,
-                            hint=f"hostkit bootstrap --data-root {want}")
+        return Outcome.fail(
+            f"Docker runs on {actual}, expected {want}",
+            expected=want,
+            actual=actual,
+            hint=f"hostkit bootstrap --data-root {want}",
+        )
     if configured != want:
-        return Outcome.fail(f"daemon.json data-root is {configured or 'unset'}, expected {want}",
-                            expected=want, actual=configured or "unset",
-                            hint=f"hostkit bootstrap --data-root {want}")
+        return Outcome.fail(
+            f"daemon.json data-root is {configured or 'unset'}, expected {want}",
+            expected=want,
+            actual=configured or "unset",
+            hint=f"hostkit bootstrap --data-root {want}",
+        )
     return Outcome.ok(f"data-root {want}")
 
 
@@ -135,7 +145,7 @@ def unit_text(ctx: ProbeContext) -> str:
         if ctx.host.exists(path):
             base = ctx.host.read_text(path)
     dropins: dict[str, str] = {}
-    for directory in UNIT_DIRS + ("/run/systemd/system",):
+    for directory in (*UNIT_DIRS, "/run/systemd/system"):
         for path in ctx.host.glob(f"{directory}/docker.service.d", "*.conf"):
             dropins[path.rsplit("/", 1)[1]] = path
     return "\n".join([base] + [ctx.host.read_text(dropins[name]) for name in sorted(dropins)])
@@ -153,7 +163,9 @@ def daemon_unit_conflicts(ctx: ProbeContext) -> Outcome:
     clashes = conflicting_flags(text, config)
     if clashes:
         names = ", ".join(f"{flag} (daemon.json {key})" for flag, key in clashes)
-        return Outcome.fail(f"set both in docker.service and daemon.json: {names}",
-                            hint="dockerd refuses to start; hostkit bootstrap moves the flag out "
-                                 "with a drop-in (docker.service.d/hostkit.conf)")
+        return Outcome.fail(
+            f"set both in docker.service and daemon.json: {names}",
+            hint="dockerd refuses to start; hostkit bootstrap moves the flag out "
+            "with a drop-in (docker.service.d/hostkit.conf)",
+        )
     return Outcome.ok("no option is given both as a dockerd flag and in daemon.json")

@@ -12,7 +12,7 @@ from hostkit.results import Outcome
 
 def version_tuple(text: str) -> tuple[int, ...]:
     """'20.10.24+dfsg1' -> (20, 10, 24); unparsable parts count as 0."""
-    parts = re.findall(r"\d+", text.split("+")[0].split("-")[0])[:3]
+    parts = re.findall(r"\d+", text.split("+", maxsplit=1)[0].split("-", maxsplit=1)[0])[:3]
     return tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
 
 
@@ -32,8 +32,10 @@ def docker_daemon(ctx: ProbeContext) -> Outcome:
         info = ctx.facts.docker_info()
     except HostkitError as exc:
         return Outcome.fail(exc.message, hint=exc.hint)
-    return Outcome.ok(f"dockerd {info.get('ServerVersion')} answers "
-                      f"({info.get('Containers', 0)} containers, {info.get('Images', 0)} images)")
+    return Outcome.ok(
+        f"dockerd {info.get('ServerVersion')} answers "
+        f"({info.get('Containers', 0)} containers, {info.get('Images', 0)} images)"
+    )
 
 
 @probe("docker_version")
@@ -41,15 +43,22 @@ def docker_version(ctx: ProbeContext, minimum: str = "20.10", firewalld_safe: st
     version = ctx.facts.docker_version()
     have = version_tuple(version)
     if have < version_tuple(minimum):
-        return Outcome.fail(f"Docker {version} is older than {minimum}", expected=f">= {minimum}",
-                            actual=version, hint="upgrade Docker: hostkit bootstrap installs a current one")
+        return Outcome.fail(
+            f"Docker {version} is older than {minimum}",
+            expected=f">= {minimum}",
+            actual=version,
+            hint="upgrade Docker: hostkit bootstrap installs a current one",
+        )
     fw = ctx.facts.firewalld()
     if fw.running and have < version_tuple(firewalld_safe):
         return Outcome.warn(
             f"Docker {version} with firewalld running: `firewall-cmd --reload` drops Docker's rules "
-            "(CVE-2025-54388)", expected=f">= {firewalld_safe}", actual=version,
+            "(CVE-2025-54388)",
+            expected=f">= {firewalld_safe}",
+            actual=version,
             hint=f"upgrade Docker to {firewalld_safe}+; until then restart Docker after every "
-                 "firewalld reload")
+            "firewalld reload",
+        )
     return Outcome.ok(f"Docker {version}", expected=f">= {minimum}", actual=version)
 
 
@@ -57,22 +66,33 @@ def docker_version(ctx: ProbeContext, minimum: str = "20.10", firewalld_safe: st
 def compose_available(ctx: ProbeContext) -> Outcome:
     compose = ctx.facts.compose()
     if compose is None:
-        return Outcome.fail("neither `docker compose` (v2) nor `docker-compose` (v1) found",
-                            hint="install the compose plugin: dnf/apt install docker-compose-plugin")
+        return Outcome.fail(
+            "neither `docker compose` (v2) nor `docker-compose` (v1) found",
+            hint="install the compose plugin: dnf/apt install docker-compose-plugin",
+        )
     return Outcome.ok(f"{' '.join(compose.argv)} {compose.version} ({compose.flavour})")
 
 
 # `docker info` warning text -> the fix an admin should apply
 _WARNING_FIXES = (
-    ("bridge-nf-call-iptables", "modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1 "
-                                "net.bridge.bridge-nf-call-ip6tables=1 (persist in /etc/sysctl.d/)"),
+    (
+        "bridge-nf-call-iptables",
+        "modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1 "
+        "net.bridge.bridge-nf-call-ip6tables=1 (persist in /etc/sysctl.d/)",
+    ),
     ("IPv4 forwarding is disabled", "sysctl -w net.ipv4.ip_forward=1 (persist in /etc/sysctl.d/)"),
-    ("without encryption", "remove the tcp:// host from daemon.json/unit or protect it with TLS "
-                           "(--tlsverify)"),
-    ("No swap limit support", "enable the memory cgroup's swap accounting (kernel cmdline "
-                              "swapaccount=1) or use cgroup v2"),
-    ("No memory limit support", "enable the memory cgroup (cgroup_enable=memory) so per-user "
-                                "mem_limit works"),
+    (
+        "without encryption",
+        "remove the tcp:// host from daemon.json/unit or protect it with TLS (--tlsverify)",
+    ),
+    (
+        "No swap limit support",
+        "enable the memory cgroup's swap accounting (kernel cmdline swapaccount=1) or use cgroup v2",
+    ),
+    (
+        "No memory limit support",
+        "enable the memory cgroup (cgroup_enable=memory) so per-user mem_limit works",
+    ),
     ("No cpu cfs", "enable CFS quota in the kernel so per-user cpu_limit works"),
     ("devicemapper", "switch the storage driver to overlay2"),
     ("aufs", "switch the storage driver to overlay2"),
@@ -93,5 +113,8 @@ def docker_info_warnings(ctx: ProbeContext) -> Outcome:
     if not warnings:
         return Outcome.ok("`docker info` reports no warnings")
     lines = [f"{w.strip()} -> {fix_for_warning(w)}" for w in warnings]
-    return Outcome.fail(f"{len(warnings)} warning(s) from `docker info`", actual="; ".join(
-        w.strip() for w in warnings), hint=" | ".join(lines))
+    return Outcome.fail(
+        f"{len(warnings)} warning(s) from `docker info`",
+        actual="; ".join(w.strip() for w in warnings),
+        hint=" | ".join(lines),
+    )

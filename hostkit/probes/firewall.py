@@ -41,20 +41,28 @@ def docker0_zone(ctx: ProbeContext) -> Outcome:
         if zone == "trusted":
             return Outcome.fail(
                 "docker0 is in the trusted zone: Docker >= 20.10 fails to start with ZONE_CONFLICT",
-                expected="docker", actual=zone,
+                expected="docker",
+                actual=zone,
                 hint="firewall-cmd --permanent --zone=trusted --remove-interface=docker0 && "
-                     "firewall-cmd --reload && systemctl restart docker")
+                "firewall-cmd --reload && systemctl restart docker",
+            )
         if zone != "docker":
-            return Outcome.warn(f"docker0 is in zone {zone}, not Docker's own `docker` zone",
-                                expected="docker", actual=zone,
-                                hint="restart Docker after firewalld so it re-registers docker0")
+            return Outcome.warn(
+                f"docker0 is in zone {zone}, not Docker's own `docker` zone",
+                expected="docker",
+                actual=zone,
+                hint="restart Docker after firewalld so it re-registers docker0",
+            )
         return Outcome.ok("docker0 in Docker's own `docker` zone", expected="docker", actual=zone)
     if zone != "trusted":
-        return Outcome.fail(f"Docker < 20.10 needs docker0 in trusted (it is in {zone})",
-                            expected="trusted", actual=zone,
-                            hint="firewall-cmd --permanent --zone=trusted --change-interface=docker0 "
-                                 "&& firewall-cmd --permanent --zone=trusted --add-masquerade && "
-                                 "firewall-cmd --reload")
+        return Outcome.fail(
+            f"Docker < 20.10 needs docker0 in trusted (it is in {zone})",
+            expected="trusted",
+            actual=zone,
+            hint="firewall-cmd --permanent --zone=trusted --change-interface=docker0 "
+            "&& firewall-cmd --permanent --zone=trusted --add-masquerade && "
+            "firewall-cmd --reload",
+        )
     return Outcome.ok("docker0 in trusted (Docker < 20.10)")
 
 
@@ -68,9 +76,11 @@ def firewalld_backend(ctx: ProbeContext) -> Outcome:
     except HostkitError:
         old = False
     if fw.backend == "nftables" and old:
-        return Outcome.fail("nftables backend with Docker < 20.10 breaks container DNS and egress",
-                            actual=fw.backend, hint="set FirewallBackend=iptables in "
-                            "/etc/firewalld/firewalld.conf or upgrade Docker")
+        return Outcome.fail(
+            "nftables backend with Docker < 20.10 breaks container DNS and egress",
+            actual=fw.backend,
+            hint="set FirewallBackend=iptables in /etc/firewalld/firewalld.conf or upgrade Docker",
+        )
     return Outcome.ok(f"{fw.backend} backend")
 
 
@@ -83,8 +93,11 @@ def firewalld_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
     ports = ctx.host.run(["firewall-cmd", f"--zone={zone}", "--list-ports"], timeout=15).stdout.split()
     if f"{port}/tcp" in ports:
         return Outcome.ok(f"{port}/tcp open in zone {zone}")
-    return Outcome.fail(f"{port}/tcp not open in zone {zone}", expected=f"{port}/tcp",
-                        actual=" ".join(ports) or "no ports",
-                        hint=f"firewall-cmd --permanent --zone={zone} --add-port={port}/tcp && "
-                             "firewall-cmd --reload (Docker-published ports bypass zones, other "
-                             "hosts' rules may not)")
+    return Outcome.fail(
+        f"{port}/tcp not open in zone {zone}",
+        expected=f"{port}/tcp",
+        actual=" ".join(ports) or "no ports",
+        hint=f"firewall-cmd --permanent --zone={zone} --add-port={port}/tcp && "
+        "firewall-cmd --reload (Docker-published ports bypass zones, other "
+        "hosts' rules may not)",
+    )

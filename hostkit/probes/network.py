@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import psutil
@@ -21,8 +22,10 @@ def dns_host(ctx: ProbeContext, name: str = "pypi.org") -> Outcome:
     try:
         addrs = sorted({str(ai[4][0]) for ai in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)})
     except socket.gaierror as exc:
-        return Outcome.fail(f"the host cannot resolve {name}: {exc.strerror}",
-                            hint="check /etc/resolv.conf and that its nameservers answer")
+        return Outcome.fail(
+            f"the host cannot resolve {name}: {exc.strerror}",
+            hint="check /etc/resolv.conf and that its nameservers answer",
+        )
     return Outcome.ok(f"{name} -> {', '.join(addrs[:3])}")
 
 
@@ -74,7 +77,8 @@ def dns_upstreams(ctx: ProbeContext, name: str = "pypi.org", timeout: float = 3.
             return Outcome.fail(
                 "the host uses the systemd-resolved stub (127.0.0.53) and daemon.json sets no dns: "
                 "containers get no usable resolver",
-                hint="hostkit bootstrap --dns <your site's resolvers>")
+                hint="hostkit bootstrap --dns <your site's resolvers>",
+            )
         configured = usable
     if not configured:
         return Outcome.fail("no nameserver configured anywhere", hint="hostkit bootstrap --dns IP")
@@ -86,11 +90,13 @@ def dns_upstreams(ctx: ProbeContext, name: str = "pypi.org", timeout: float = 3.
         except HostkitError as exc:
             bad.append(exc.message)
     if bad:
-        return Outcome.fail(f"{len(bad)} of {len(configured)} resolvers from {source} fail: "
-                            + "; ".join(bad), expected=f"each answers for {name}",
-                            actual="; ".join(good + bad),
-                            hint="use resolvers that answer from this network: hostkit bootstrap "
-                                 "--dns IP (a campus VPN often has its own)")
+        return Outcome.fail(
+            f"{len(bad)} of {len(configured)} resolvers from {source} fail: " + "; ".join(bad),
+            expected=f"each answers for {name}",
+            actual="; ".join(good + bad),
+            hint="use resolvers that answer from this network: hostkit bootstrap "
+            "--dns IP (a campus VPN often has its own)",
+        )
     return Outcome.ok(f"every resolver from {source} answers: " + "; ".join(good))
 
 
@@ -99,9 +105,12 @@ def ip_forward(ctx: ProbeContext) -> Outcome:
     value = ctx.host.read_text("/proc/sys/net/ipv4/ip_forward").strip()
     if value == "1":
         return Outcome.ok("net.ipv4.ip_forward = 1")
-    return Outcome.fail("net.ipv4.ip_forward = 0: containers cannot reach the network",
-                        expected="1", actual=value,
-                        hint="sysctl -w net.ipv4.ip_forward=1 and persist it in /etc/sysctl.d/")
+    return Outcome.fail(
+        "net.ipv4.ip_forward = 0: containers cannot reach the network",
+        expected="1",
+        actual=value,
+        hint="sysctl -w net.ipv4.ip_forward=1 and persist it in /etc/sysctl.d/",
+    )
 
 
 def listeners(port: int) -> list[tuple[str, str]]:
@@ -111,10 +120,8 @@ def listeners(port: int) -> list[tuple[str, str]]:
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
             name = "?"
             if conn.pid:
-                try:
+                with contextlib.suppress(psutil.Error):  # the process may be gone already
                     name = psutil.Process(conn.pid).name()
-                except psutil.Error:
-                    pass
             found.append((str(conn.laddr.ip), f"{name}[{conn.pid}]" if conn.pid else name))
     return sorted(set(found))
 
@@ -131,14 +138,19 @@ def public_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
     where = ", ".join(f"{addr} ({proc})" for addr, proc in found)
     if deployed:
         if not found:
-            return Outcome.fail(f"the stack is deployed but nothing listens on {port}",
-                                hint="hostkit stack status; hostkit stack logs nginx")
+            return Outcome.fail(
+                f"the stack is deployed but nothing listens on {port}",
+                hint="hostkit stack status; hostkit stack logs nginx",
+            )
         if all(addr.startswith("127.") or addr == "::1" for addr, _ in found):
-            return Outcome.warn(f"{port} listens on loopback only: {where}",
-                                hint="publish the port on 0.0.0.0 so clients can connect")
+            return Outcome.warn(
+                f"{port} listens on loopback only: {where}",
+                hint="publish the port on 0.0.0.0 so clients can connect",
+            )
         return Outcome.ok(f"{port} listening on {where}")
     if found:
-        return Outcome.fail(f"{port} is taken before deploy by {where}",
-                            hint=f"stop that service or choose another port (public_port in "
-                                 "/etc/hostkit/hostkit.toml)")
+        return Outcome.fail(
+            f"{port} is taken before deploy by {where}",
+            hint="stop that service or choose another port (public_port in /etc/hostkit/hostkit.toml)",
+        )
     return Outcome.ok(f"{port} is free for the stack")

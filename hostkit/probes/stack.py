@@ -26,7 +26,8 @@ def stack_services(ctx: ProbeContext, max_restarts: int = 3) -> Outcome:
     containers = stack_containers(ctx)
     if not containers:
         return Outcome.skip(f"stack not deployed (no compose project {ctx.settings.compose_project})")
-    bad, good = [], []
+    bad: list[str] = []
+    good: list[str] = []
     for c in containers:
         attrs = c.attrs
         service = attrs["Config"]["Labels"].get("com.docker.compose.service", c.name)
@@ -42,11 +43,16 @@ def stack_services(ctx: ProbeContext, max_restarts: int = 3) -> Outcome:
             problems.append("OOM-killed")
         if restarts > max_restarts:
             problems.append(f"restarted {restarts}x")
-        (bad if problems else good).append(f"{service}: {', '.join(problems) or 'running'}"
-                                           + (f" ({health})" if health and not problems else ""))
+        (bad if problems else good).append(
+            f"{service}: {', '.join(problems) or 'running'}"
+            + (f" ({health})" if health and not problems else "")
+        )
     if bad:
-        return Outcome.fail("; ".join(bad), actual="; ".join(good + bad),
-                            hint="hostkit stack logs SERVICE; hostkit stack up restarts it")
+        return Outcome.fail(
+            "; ".join(bad),
+            actual="; ".join(good + bad),
+            hint="hostkit stack logs SERVICE; hostkit stack up restarts it",
+        )
     return Outcome.ok("; ".join(good))
 
 
@@ -80,21 +86,22 @@ def stack_https(ctx: ProbeContext, port: int = 9090, path: str = "/hub/api") -> 
         version = None
     if status == 200 and version:
         return Outcome.ok(f"JupyterHub {version} answers through nginx at {url}")
-    return Outcome.fail(f"{url} -> HTTP {status}", actual=body[:200],
-                        hint="502: the hub is down (hostkit stack logs jupyterhub); "
-                             "404: nginx routes elsewhere (hostkit stack up rewrites its config)")
+    return Outcome.fail(
+        f"{url} -> HTTP {status}",
+        actual=body[:200],
+        hint="502: the hub is down (hostkit stack logs jupyterhub); "
+        "404: nginx routes elsewhere (hostkit stack up rewrites its config)",
+    )
 
 
 @probe("stack_image")
 def stack_image(ctx: ProbeContext, image: str = "hostkit/singleuser") -> Outcome:
     client = ctx.facts.docker_client()
-    repo = image.split(":")[0]
+    repo = image.split(":", maxsplit=1)[0]
     tags = [t for img in client.images.list(name=repo) for t in img.tags]
-    if ":" in image:
-        present = image in tags
-    else:
-        present = bool(tags)
+    present = image in tags if ":" in image else bool(tags)
     if present:
         return Outcome.ok(f"{', '.join(tags[:3])} present: spawns need no pull")
-    return Outcome.fail(f"{image} is not on this host: the first spawn would pull or fail",
-                        hint="hostkit stack build")
+    return Outcome.fail(
+        f"{image} is not on this host: the first spawn would pull or fail", hint="hostkit stack build"
+    )

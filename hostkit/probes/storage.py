@@ -24,17 +24,25 @@ def data_root(ctx: ProbeContext) -> str:
 def storage_driver(ctx: ProbeContext) -> Outcome:
     info = ctx.facts.docker_info()
     driver = info.get("Driver", "")
-    status = {k: v for k, v in (info.get("DriverStatus") or [])}
+    status = dict(info.get("DriverStatus") or [])
     backing = status.get("Backing Filesystem", "?")
     dtype = status.get("Supports d_type")
     actual = f"{driver} on {backing}, d_type {dtype or '?'}"
     if driver not in ("overlay2", "overlayfs", "btrfs", "zfs"):
-        return Outcome.fail(f"storage driver {driver}", expected="overlay2", actual=actual,
-                            hint="move the data-root to an ext4 or xfs (ftype=1) filesystem")
+        return Outcome.fail(
+            f"storage driver {driver}",
+            expected="overlay2",
+            actual=actual,
+            hint="move the data-root to an ext4 or xfs (ftype=1) filesystem",
+        )
     if dtype == "false":
-        return Outcome.fail(f"{backing} under {data_root(ctx)} lacks d_type", expected="d_type true",
-                            actual=actual, hint="xfs needs ftype=1 (mkfs.xfs -n ftype=1): move the "
-                            "data-root with hostkit bootstrap --data-root")
+        return Outcome.fail(
+            f"{backing} under {data_root(ctx)} lacks d_type",
+            expected="d_type true",
+            actual=actual,
+            hint="xfs needs ftype=1 (mkfs.xfs -n ftype=1): move the "
+            "data-root with hostkit bootstrap --data-root",
+        )
     return Outcome.ok(actual)
 
 
@@ -49,10 +57,13 @@ def storage_free(ctx: ProbeContext, min_free_gib: float = 10.0, min_free_inodes_
     inodes_pct = 100.0 * st.f_favail / st.f_files if st.f_files else 100.0
     actual = f"{free / GIB:.1f} GiB free, {inodes_pct:.0f}% inodes free on {root}"
     if free < min_free_gib * GIB or inodes_pct < min_free_inodes_pct:
-        return Outcome.fail(actual, expected=f">= {min_free_gib:g} GiB and >= {min_free_inodes_pct:g}% "
-                            "inodes", actual=actual,
-                            hint="docker system prune (unused images), or move the data-root to a "
-                                 "bigger disk: hostkit bootstrap --data-root /srv/docker")
+        return Outcome.fail(
+            actual,
+            expected=f">= {min_free_gib:g} GiB and >= {min_free_inodes_pct:g}% inodes",
+            actual=actual,
+            hint="docker system prune (unused images), or move the data-root to a "
+            "bigger disk: hostkit bootstrap --data-root /srv/docker",
+        )
     return Outcome.ok(actual)
 
 
@@ -72,7 +83,9 @@ def container_logs(ctx: ProbeContext, max_mib: int = 500) -> Outcome:
     if big:
         big.sort(reverse=True)
         worst = ", ".join(f"{p.split('/')[-2][:12]} {s / MIB:.0f} MiB" for s, p in big[:3])
-        return Outcome.fail(f"{len(big)} container log(s) over {max_mib} MiB: {worst}",
-                            hint="set log-opts max-size/max-file (hostkit bootstrap) and recreate "
-                                 "those containers; rotation applies only to new containers")
+        return Outcome.fail(
+            f"{len(big)} container log(s) over {max_mib} MiB: {worst}",
+            hint="set log-opts max-size/max-file (hostkit bootstrap) and recreate "
+            "those containers; rotation applies only to new containers",
+        )
     return Outcome.ok(f"no container log over {max_mib} MiB")

@@ -16,8 +16,11 @@ def distro_supported(ctx: ProbeContext) -> Outcome:
     d = ctx.facts.distro()
     if d.supported:
         return Outcome.ok(f"{d.name} ({d.family} family, {d.package_manager})")
-    return Outcome.fail(d.reason, expected="CentOS 7/Stream 8-9, RHEL/Rocky/Alma/Oracle 8+, "
-                        "Fedora, Debian 11-13, Ubuntu 20.04+", actual=d.name)
+    return Outcome.fail(
+        d.reason,
+        expected="CentOS 7/Stream 8-9, RHEL/Rocky/Alma/Oracle 8+, Fedora, Debian 11-13, Ubuntu 20.04+",
+        actual=d.name,
+    )
 
 
 @probe("root")
@@ -36,7 +39,11 @@ def resources(ctx: ProbeContext) -> Outcome:
     have = f"{res['cpus']} CPUs, {res['memory_bytes'] / GIB:.1f} GiB RAM"
     want = f">= {need_cpus} CPUs, >= {need_mem / GIB:.1f} GiB RAM for {s.users} users"
     if res["memory_bytes"] < need_mem or res["cpus"] < need_cpus:
-        return Outcome.fail(f"{have}: short for {s.users} concurrent users", expected=want, actual=have,
-                            hint="lower per-user mem_limit/cpu_limit, or set `users` in "
-                                 "/etc/hostkit/hostkit.toml to what this host can carry")
+        return Outcome.fail(
+            f"{have}: short for {s.users} concurrent users",
+            expected=want,
+            actual=have,
+            hint="lower per-user mem_limit/cpu_limit, or set `users` in "
+            "/etc/hostkit/hostkit.toml to what this host can carry",
+        )
     return Outcome.ok(f"{have} is enough for {s.users} users", expected=want, actual=have)

@@ -73,11 +73,19 @@ def tls_expiry(ctx: ProbeContext, cert: str, warn_days: int = 30, fail_days: int
     actual = f"expires {end:%Y-%m-%d} ({days:.0f} days)"
     if days < fail_days:
         what = "expired" if days < 0 else f"expires in {days:.0f} days"
-        return Outcome.fail(f"certificate {what}", expected=f">= {warn_days} days", actual=actual,
-                            hint="hostkit certs --renew (or renew your CA-issued cert)")
+        return Outcome.fail(
+            f"certificate {what}",
+            expected=f">= {warn_days} days",
+            actual=actual,
+            hint="hostkit certs --renew (or renew your CA-issued cert)",
+        )
     if days < warn_days:
-        return Outcome.warn(f"certificate expires in {days:.0f} days", expected=f">= {warn_days} days",
-                            actual=actual, hint="hostkit certs --renew")
+        return Outcome.warn(
+            f"certificate expires in {days:.0f} days",
+            expected=f">= {warn_days} days",
+            actual=actual,
+            hint="hostkit certs --renew",
+        )
     return Outcome.ok(actual)
 
 
@@ -86,13 +94,21 @@ def tls_key_match(ctx: ProbeContext, cert: str, key: str) -> Outcome:
     missing = _missing(ctx, cert, key)
     if missing:
         return missing
-    pub = load_cert(ctx, cert).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    priv = load_key(ctx, key).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pub = (
+        load_cert(ctx, cert)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    priv = (
+        load_key(ctx, key)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     if pub != priv:
-        return Outcome.fail(f"{key} is not the key of {cert}: nginx will refuse to start",
-                            hint="put the matching pair in place, or " + CERTS_FIX)
+        return Outcome.fail(
+            f"{key} is not the key of {cert}: nginx will refuse to start",
+            hint="put the matching pair in place, or " + CERTS_FIX,
+        )
     return Outcome.ok("private key matches the certificate")
 
 
@@ -102,7 +118,8 @@ def names_in_cert(c: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return [str(n) for n in san.get_values_for_type(x509.DNSName)] + [
-        str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+        str(ip) for ip in san.get_values_for_type(x509.IPAddress)
+    ]
 
 
 def covers(names: list[str], wanted: str) -> bool:
@@ -129,9 +146,12 @@ def tls_san(ctx: ProbeContext, cert: str, server_name: str = "") -> Outcome:
     names = names_in_cert(load_cert(ctx, cert))
     if covers(names, wanted):
         return Outcome.ok(f"SAN covers {wanted}", actual=", ".join(names))
-    return Outcome.fail(f"SAN does not cover {wanted}: browsers will refuse the name",
-                        expected=wanted, actual=", ".join(names) or "no SAN",
-                        hint=f"hostkit certs --name {wanted} (or set server_name)")
+    return Outcome.fail(
+        f"SAN does not cover {wanted}: browsers will refuse the name",
+        expected=wanted,
+        actual=", ".join(names) or "no SAN",
+        hint=f"hostkit certs --name {wanted} (or set server_name)",
+    )
 
 
 @probe("tls_key_size")
@@ -142,8 +162,12 @@ def tls_key_size(ctx: ProbeContext, key: str, min_rsa_bits: int = 2048) -> Outco
     k = load_key(ctx, key)
     if isinstance(k, rsa.RSAPrivateKey):
         if k.key_size < min_rsa_bits:
-            return Outcome.fail(f"RSA key of {k.key_size} bits", expected=f">= {min_rsa_bits}",
-                                actual=str(k.key_size), hint=CERTS_FIX)
+            return Outcome.fail(
+                f"RSA key of {k.key_size} bits",
+                expected=f">= {min_rsa_bits}",
+                actual=str(k.key_size),
+                hint=CERTS_FIX,
+            )
         return Outcome.ok(f"RSA {k.key_size} bits")
     if isinstance(k, ec.EllipticCurvePrivateKey):
         return Outcome.ok(f"EC {k.curve.name}")
@@ -157,8 +181,12 @@ def tls_key_mode(ctx: ProbeContext, key: str) -> Outcome:
         return missing
     mode = stat.S_IMODE(ctx.host.stat(key).st_mode)
     if mode & 0o077:
-        return Outcome.fail(f"{key} is mode {mode:04o}: others can read the private key",
-                            expected="0600", actual=f"{mode:04o}", hint=f"chmod 600 {key}")
+        return Outcome.fail(
+            f"{key} is mode {mode:04o}: others can read the private key",
+            expected="0600",
+            actual=f"{mode:04o}",
+            hint=f"chmod 600 {key}",
+        )
     return Outcome.ok(f"{key} mode {mode:04o}")
 
 
@@ -183,6 +211,10 @@ def tls_dhparam(ctx: ProbeContext, path: str, min_bits: int = 2048) -> Outcome:
     bits = numbers.p.bit_length()
     named = next((f"ffdhe{b}" for b in FFDHE_BITS if b == bits and numbers.p == ffdhe_prime(b)), "")
     if bits < min_bits:
-        return Outcome.fail(f"DH parameters of {bits} bits (Logjam-weak)", expected=f">= {min_bits}",
-                            actual=str(bits), hint="hostkit certs writes the RFC 7919 ffdhe2048 group")
+        return Outcome.fail(
+            f"DH parameters of {bits} bits (Logjam-weak)",
+            expected=f">= {min_bits}",
+            actual=str(bits),
+            hint="hostkit certs writes the RFC 7919 ffdhe2048 group",
+        )
     return Outcome.ok(f"{named} (RFC 7919 named group)" if named else f"{bits}-bit DH parameters")

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from hostkit.daemon_config import (
+    DaemonJsonError,
+    conflicting_flags,
+    dockerd_flags_in_unit,
+    find_type_problems,
+    parse_daemon_json,
+)
+
+
+def test_parse_error_names_file_line_and_column() -> None:
+    text = '{\n  "log-driver": "json-file",\n  "dns": ["8.8.8.8",]\n}\n'
+    with pytest.raises(DaemonJsonError) as err:
+        parse_daemon_json(text, "/etc/docker/daemon.json")
+    assert err.value.line == 3
+    assert err.value.column == 21
+    assert err.value.message.startswith("/etc/docker/daemon.json:3:21: ")
+
+
+def test_empty_file_is_an_empty_config() -> None:
+    assert parse_daemon_json("  \n") == {}
+
+
+def test_top_level_must_be_an_object() -> None:
+    with pytest.raises(DaemonJsonError, match="top level must be an object"):
+        parse_daemon_json("[1, 2]")
+
+
+def test_numeric_log_opts_are_reported_with_the_string_fix() -> None:
+    problems = find_type_problems({"log-opts": {"max-size": "10m", "max-file": 5}})
+    assert [(p.key, p.fix) for p in problems] == [("log-opts.max-file", '"max-file": "5"')]
+
+
+def test_well_typed_seed_config_has_no_problems() -> None:
+    seed = {
+        "data-root": "/srv/docker",
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "5"},
+        "dns": ["8.8.8.8"],
+    }
+    assert find_type_problems(seed) == []
+
+
+def test_dns_must_be_a_list_and_bools_must_be_bools() -> None:
+    keys = {p.key for p in find_type_problems({"dns": "8.8.8.8", "live-restore": "true"})}
+    assert keys == {"dns", "live-restore"}
+
+
+UNIT = """[Service]
+Type=notify
+ExecStart=/usr/bin/dockerd -H fd:// \\
+    --containerd=/run/containerd/containerd.sock --data-root=/data/docker
+"""
+
+
+def test_flags_on_a_continued_execstart_line_are_found() -> None:
+    assert dockerd_flags_in_unit(UNIT) == [("-H", "hosts"), ("--data-root", "data-root")]
+
+
+def test_conflict_when_a_key_is_both_flag_and_in_daemon_json() -> None:
+    assert conflicting_flags(UNIT, {"data-root": "/srv/docker"}) == [("--data-root", "data-root")]
+    assert conflicting_flags(UNIT, {"dns": ["8.8.8.8"]}) == []
+
+
+def test_empty_execstart_in_a_drop_in_resets_the_command() -> None:
+    dropin = "[Service]\nExecStart=\nExecStart=/usr/bin/dockerd --containerd=/run/c.sock\n"
+    assert (
+        conflicting_flags(UNIT + dropin, {"hosts": ["unix:///var/run/docker.sock"], "data-root": "/x"}) == []
+    )
+
+
+def test_removed_graph_flag_maps_to_data_root() -> None:
+    unit = "[Service]\nExecStart=/usr/bin/dockerd -g /big/docker\n"
+    assert conflicting_flags(unit, {"data-root": "/srv"}) == [("-g", "data-root")]

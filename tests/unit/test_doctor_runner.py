@@ -1,0 +1,156 @@
+"""The doctor's machinery: concurrency, time limits, broken probes, selection, catalogues."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fakes import FakeHost
+
+from hostkit.catalogue import load_catalogue, select
+from hostkit.doctor import ProbeContext, resolve_params, run_checks
+from hostkit.errors import HostkitError, UsageError
+from hostkit.facts import Facts
+from hostkit.probes import PROBES
+from hostkit.results import CheckSpec, Outcome, Status, exit_code
+from hostkit.settings import Settings
+
+
+def ctx(tmp_path: Path) -> ProbeContext:
+    host = FakeHost(tmp_path)
+    return ProbeContext(host, Facts(host), Settings())
+
+
+@pytest.fixture
+def test_probes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    release = threading.Event()
+
+    def hangs(_ctx: ProbeContext) -> Outcome:
+        release.wait(10)
+        return Outcome.ok("late")
+
+    def crashes(_ctx: ProbeContext) -> Outcome:
+        raise KeyError("boom")
+
+    def refuses(_ctx: ProbeContext) -> Outcome:
+        raise HostkitError("/etc/x: permission denied", "run as root")
+
+    def fine(_ctx: ProbeContext, word: str = "ok") -> Outcome:
+        return Outcome.ok(word)
+
+    for name, func in (("t_hangs", hangs), ("t_crashes", crashes), ("t_refuses", refuses), ("t_fine", fine)):
+        monkeypatch.setitem(PROBES, name, func)
+    yield release
+    release.set()
+
+
+def spec(check_id: str, probe: str, **kw) -> CheckSpec:
+    return CheckSpec(id=check_id, title=check_id, probe=probe, group="t", **kw)
+
+
+def test_hanging_probe_becomes_error_after_its_timeout_and_others_finish(tmp_path, test_probes) -> None:
+    specs = [spec("a", "t_hangs", timeout=0.3), spec("b", "t_fine")]
+    results = run_checks(specs, ctx(tmp_path))
+    assert [r.id for r in results] == ["a", "b"]
+    assert results[0].status is Status.ERROR
+    assert results[0].summary == "no answer within 0.3s (probe t_hangs)"
+    assert results[1].status is Status.PASS
+
+
+def test_queued_checks_do_not_time_out_while_waiting_for_a_worker(tmp_path, test_probes) -> None:
+    # one worker: the second check waits behind the first, longer than its own time limit
+    specs = [spec("slow", "t_hangs", timeout=0.4), spec("quick", "t_fine", timeout=0.2)]
+    # once the slow check is given up on, let its thread finish so the worker frees up
+    results = run_checks(specs, ctx(tmp_path), workers=1, on_result=lambda r: test_probes.set())
+    assert results[0].status is Status.ERROR
+    assert results[1].status is Status.PASS
+
+
+def test_crashing_probe_is_an_error_result_not_a_crash(tmp_path, test_probes) -> None:
+    (r,) = run_checks([spec("c", "t_crashes")], ctx(tmp_path))
+    assert r.status is Status.ERROR
+    assert r.summary == "probe t_crashes crashed: KeyError: 'boom'"
+
+
+def test_hostkit_error_in_probe_keeps_its_hint(tmp_path, test_probes) -> None:
+    (r,) = run_checks([spec("r", "t_refuses")], ctx(tmp_path))
+    assert (r.status, r.hint) == (Status.ERROR, "run as root")
+
+
+def test_checks_run_concurrently(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def sleepy(_ctx: ProbeContext) -> Outcome:
+        time.sleep(0.3)
+        return Outcome.ok("slept")
+
+    monkeypatch.setitem(PROBES, "t_sleepy", sleepy)
+    start = time.monotonic()
+    results = run_checks([spec(f"s{i}", "t_sleepy") for i in range(8)], ctx(tmp_path), workers=8)
+    assert all(r.status is Status.PASS for r in results)
+    # eight 0.3 s probes one after another would take 2.4 s
+    assert time.monotonic() - start < 2.0
+
+
+def test_warn_severity_downgrades_a_failure(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(PROBES, "t_fails", lambda _c: Outcome.fail("bad"))
+    (r,) = run_checks(
+        [spec("w", "t_fails", severity="warn", hint="do x", fix_step="daemon-json")], ctx(tmp_path)
+    )
+    assert (r.status, r.hint, r.fix_step) == (Status.WARN, "do x", "daemon-json")
+    assert exit_code([r]) == 0
+    assert exit_code([r], strict=True) == 1
+
+
+def test_settings_are_substituted_into_params() -> None:
+    assert resolve_params({"port": "$public_port", "x": "plain"}, Settings(public_port=9443)) == {
+        "port": 9443,
+        "x": "plain",
+    }
+    with pytest.raises(HostkitError, match=r"unknown setting 'nope'"):
+        resolve_params({"p": "$nope"}, Settings())
+
+
+def test_bundled_catalogue_loads_and_names_only_known_probes() -> None:
+    specs = load_catalogue()
+    ids = [s.id for s in specs]
+    assert len(ids) == len(set(ids))
+    assert {"docker.daemon", "firewall.docker0-zone", "tls.san", "dns.container"} <= set(ids)
+    assert all(s.probe in PROBES for s in specs)
+    assert all(resolve_params(s.params, Settings()) is not None for s in specs)
+
+
+def test_user_catalogue_adds_and_overrides(tmp_path: Path) -> None:
+    extra = tmp_path / "site.toml"
+    extra.write_text(
+        '[[check]]\nid = "docker.version"\ntitle = "Docker new enough here"\n'
+        'probe = "docker_version"\nparams = { minimum = "27.0" }\n\n'
+        '[[check]]\nid = "site.port"\ntitle = "Port 8443 free"\nprobe = "public_port"\n'
+        "params = { port = 8443 }\n"
+    )
+    specs = {s.id: s for s in load_catalogue([extra])}
+    assert specs["docker.version"].params == {"minimum": "27.0"}
+    assert specs["site.port"].group == "site"
+
+
+def test_user_catalogue_with_unknown_probe_is_a_usage_error(tmp_path: Path) -> None:
+    extra = tmp_path / "bad.toml"
+    extra.write_text('[[check]]\nid = "x.y"\ntitle = "t"\nprobe = "no_such_probe"\n')
+    with pytest.raises(UsageError, match="unknown probe 'no_such_probe'"):
+        load_catalogue([extra])
+
+
+def test_user_catalogue_with_bad_toml_names_the_file(tmp_path: Path) -> None:
+    extra = tmp_path / "bad.toml"
+    extra.write_text("[[check]\n")
+    with pytest.raises(UsageError, match=r"bad\.toml"):
+        load_catalogue([extra])
+
+
+def test_select_by_id_prefix_and_tag() -> None:
+    specs = load_catalogue()
+    assert {s.group for s in select(specs, ["tls"], None)} == {"tls"}
+    assert [s.id for s in select(specs, ["docker.daemon"], None)] == ["docker.daemon"]
+    assert not any(s.group == "stack" for s in select(specs, None, ["stack"]))
+    with pytest.raises(UsageError, match="nothing matches 'nope'"):
+        select(specs, ["nope"], None)

@@ -1,0 +1,177 @@
+"""TLS checks on certificates made in the test: expired, wrong SAN, mismatched key, weak DH."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dh, rsa
+from cryptography.x509.oid import NameOID
+from fakes import FakeHost
+
+from hostkit.ffdhe import FFDHE_PEM
+from hostkit.results import CheckResult, Status
+
+RunCheck = Callable[..., CheckResult]
+CERT, KEY, DH = "/certs/hub.crt", "/certs/hub.key", "/certs/dhparam.pem"
+SETTINGS = {"cert_file": CERT, "key_file": KEY, "dhparam_file": DH, "server_name": "hub.example.edu"}
+
+
+def make_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def make_cert(
+    key: rsa.RSAPrivateKey,
+    days: float = 365,
+    names: tuple[str, ...] = ("hub.example.edu",),
+    ips: tuple[str, ...] = ("192.0.2.10",),
+) -> bytes:
+    now = dt.datetime.now(dt.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "x")])
+    san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=400))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@pytest.fixture(scope="module")
+def key() -> rsa.RSAPrivateKey:
+    return make_key()
+
+
+def tls_host(
+    tmp_path: Path,
+    key: rsa.RSAPrivateKey,
+    cert: Optional[bytes] = None,
+    key_bytes: Optional[bytes] = None,
+    key_mode: int = 0o600,
+    dh_pem: str = FFDHE_PEM[2048],
+) -> FakeHost:
+    host = FakeHost(tmp_path)
+    host.path("/certs").mkdir()
+    host.path(CERT).write_bytes(cert if cert is not None else make_cert(key))
+    host.path(KEY).write_bytes(key_bytes if key_bytes is not None else key_pem(key))
+    host.path(KEY).chmod(key_mode)
+    host.path(DH).write_text(dh_pem)
+    return host
+
+
+def test_good_cert_passes_every_tls_check(tmp_path: Path, key, run_check: RunCheck) -> None:
+    host = tls_host(tmp_path, key)
+    for check in (
+        "tls.files",
+        "tls.expiry",
+        "tls.key-match",
+        "tls.san",
+        "tls.key-size",
+        "tls.key-mode",
+        "tls.dhparam",
+    ):
+        r = run_check(check, host, **SETTINGS)
+        assert r.status is Status.PASS, (check, r.summary)
+
+
+def test_expired_cert_fails(tmp_path: Path, key, run_check: RunCheck) -> None:
+    r = run_check("tls.expiry", tls_host(tmp_path, key, make_cert(key, days=-1)), **SETTINGS)
+    assert r.status is Status.FAIL
+    assert r.summary == "certificate expired"
+
+
+def test_cert_expiring_in_three_weeks_warns(tmp_path: Path, key, run_check: RunCheck) -> None:
+    r = run_check("tls.expiry", tls_host(tmp_path, key, make_cert(key, days=21)), **SETTINGS)
+    assert r.status is Status.WARN
+
+
+def test_cert_expiring_in_three_days_fails(tmp_path: Path, key, run_check: RunCheck) -> None:
+    r = run_check("tls.expiry", tls_host(tmp_path, key, make_cert(key, days=3)), **SETTINGS)
+    assert r.status is Status.FAIL
+
+
+def test_wrong_san_fails_and_names_what_it_covers(tmp_path: Path, key, run_check: RunCheck) -> None:
+    host = tls_host(tmp_path, key, make_cert(key, names=("other.example.org",), ips=()))
+    r = run_check("tls.san", host, **SETTINGS)
+    assert r.status is Status.FAIL
+    assert r.actual == "other.example.org"
+
+
+def test_san_ip_address_is_matched(tmp_path: Path, key, run_check: RunCheck) -> None:
+    r = run_check("tls.san", tls_host(tmp_path, key), **{**SETTINGS, "server_name": "192.0.2.10"})
+    assert r.status is Status.PASS
+
+
+def test_wildcard_san_covers_one_label_only(tmp_path: Path, key, run_check: RunCheck) -> None:
+    host = tls_host(tmp_path, key, make_cert(key, names=("*.example.edu",), ips=()))
+    assert run_check("tls.san", host, **SETTINGS).status is Status.PASS
+    r = run_check("tls.san", host, **{**SETTINGS, "server_name": "a.hub.example.edu"})
+    assert r.status is Status.FAIL
+
+
+def test_mismatched_key_fails(tmp_path: Path, key, run_check: RunCheck) -> None:
+    other = make_key()
+    host = tls_host(tmp_path, key, make_cert(key), key_bytes=key_pem(other))
+    r = run_check("tls.key-match", host, **SETTINGS)
+    assert r.status is Status.FAIL
+    assert "nginx will refuse to start" in r.summary
+
+
+def test_small_rsa_key_fails(tmp_path: Path, run_check: RunCheck) -> None:
+    weak = make_key(1024)
+    r = run_check("tls.key-size", tls_host(tmp_path, weak), **SETTINGS)
+    assert r.status is Status.FAIL
+    assert r.actual == "1024"
+
+
+def test_world_readable_key_fails_with_chmod_fix(tmp_path: Path, key, run_check: RunCheck) -> None:
+    r = run_check("tls.key-mode", tls_host(tmp_path, key, key_mode=0o644), **SETTINGS)
+    assert r.status is Status.FAIL
+    assert r.hint == f"chmod 600 {KEY}"
+
+
+def test_weak_dh_parameters_fail(tmp_path: Path, key, run_check: RunCheck) -> None:
+    weak = (
+        dh.generate_parameters(generator=2, key_size=512)
+        .parameter_bytes(serialization.Encoding.PEM, serialization.ParameterFormat.PKCS3)
+        .decode()
+    )
+    r = run_check("tls.dhparam", tls_host(tmp_path, key, dh_pem=weak), **SETTINGS)
+    assert r.status is Status.FAIL
+    assert r.actual == "512"
+
+
+def test_rfc7919_group_is_recognised_by_name(tmp_path: Path, key, run_check: RunCheck) -> None:
+    r = run_check("tls.dhparam", tls_host(tmp_path, key, dh_pem=FFDHE_PEM[4096]), **SETTINGS)
+    assert r.status is Status.PASS
+    assert r.summary == "ffdhe4096 (RFC 7919 named group)"
+
+
+def test_garbage_cert_is_a_clear_error_not_a_crash(tmp_path: Path, key, run_check: RunCheck) -> None:
+    r = run_check("tls.files", tls_host(tmp_path, key, cert=b"not a cert"), **SETTINGS)
+    assert r.status is Status.ERROR
+    assert r.summary.startswith(f"{CERT}: not a PEM certificate")
+
+
+def test_missing_files_fail_once_and_dependents_skip(tmp_path: Path, run_check: RunCheck) -> None:
+    host = FakeHost(tmp_path)
+    assert run_check("tls.files", host, **SETTINGS).status is Status.FAIL
+    assert run_check("tls.expiry", host, **SETTINGS).status is Status.SKIP
