@@ -14,7 +14,6 @@ from hostkit import __version__
 from hostkit.errors import HostkitError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
-err = Console(stderr=True)
 
 
 class Format(str, Enum):
@@ -126,27 +125,29 @@ from hostkit.cli_bootstrap import cleanup as _cleanup  # noqa: E402
 app.command("bootstrap")(_bootstrap)
 app.command("cleanup")(_cleanup)
 
+# the stack, certs and users commands live in their own module
+from hostkit.cli_stack import certs_command as _certs  # noqa: E402
+from hostkit.cli_stack import stack_app as _stack_app  # noqa: E402
+from hostkit.cli_stack import users_app as _users_app  # noqa: E402
+
+app.add_typer(_stack_app, name="stack")
+app.add_typer(_users_app, name="users")
+app.command("certs")(_certs)
+
 
 def main() -> None:
-    """Entry point: expected failures print one line and a hint, never a traceback."""
-    try:
-        # standalone_mode=False hands typer.Exit back as a return value, not SystemExit
-        code = app(standalone_mode=False)
-    except HostkitError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        if exc.hint:
-            err.print(f"[cyan]hint:[/] {exc.hint}", highlight=False)
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        sys.exit(130)
-    except Exception as exc:
-        import click
+    """Entry point: expected failures print one line and a hint, never a traceback.
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
-    sys.exit(code if isinstance(code, int) else 0)
+    typer's standalone mode already turns usage errors into a message and exit code 2.
+    """
+    try:
+        app()
+    except HostkitError as exc:
+        # plain lines, never wrapped: admins grep logs for them
+        typer.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("aborted", err=True)
+        sys.exit(130)

@@ -36,20 +36,27 @@ def pick_probe_image(ctx: ProbeContext) -> str:
 
 
 def run_in_container(
-    ctx: ProbeContext, script: str, network: Optional[str] = None, timeout: float = 20
+    ctx: ProbeContext, script: str, network: Optional[str] = None, limit: int = 12
 ) -> tuple[int, str]:
-    """Run `sh -c script` in a fresh container that is always removed; (exit code, output)."""
+    """Run `sh -c script` in a fresh container that is always removed; (exit code, output).
+
+    The script is bounded inside the container (coreutils `timeout`, exit 124), because a
+    resolver that never answers makes glibc retry for far longer than a check may take.
+    """
     client = ctx.facts.docker_client()
     image = pick_probe_image(ctx)  # NoProbeImage propagates: evaluate() reports it as SKIP
     kwargs: dict[str, Any] = {"labels": {"hostkit.probe": "1"}}
     if network:
         kwargs["network"] = network
-    container = client.containers.create(image, ["sh", "-c", script], **kwargs)
+    container = client.containers.create(image, ["timeout", str(limit), "sh", "-c", script], **kwargs)
     try:
         container.start()
-        status = container.wait(timeout=timeout)
+        status = container.wait(timeout=limit + 15)
         output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace").strip()
-        return int(status.get("StatusCode", 1)), output
+        code = int(status.get("StatusCode", 1))
+        if code == 124:
+            output = (output + f"\n(gave up after {limit}s)").strip()
+        return code, output
     except Exception as exc:
         if isinstance(exc, HostkitError):
             raise
