@@ -265,3 +265,23 @@ def test_storage_without_d_type_fails(tmp_path, run_check: RunCheck) -> None:
     r = run_check("storage.driver", FakeHost(tmp_path, docker=FakeDocker(info)))
     assert r.status is Status.FAIL
     assert "ftype=1" in r.hint
+
+
+def test_unreadable_daemon_json_is_an_error_result_naming_the_file(fake_host: FakeHost,
+                                                                   run_check: RunCheck) -> None:
+    fake_host.path("/etc/docker/daemon.json").mkdir(parents=True)  # a directory where a file should be
+    r = run_check("daemon.syntax", fake_host)
+    assert r.status is Status.ERROR
+    assert r.summary == "/etc/docker/daemon.json: is a directory"
+
+
+def test_facts_summary_reports_errors_per_fact_instead_of_failing(tmp_path) -> None:
+    from hostkit.facts import Facts
+
+    host = FakeHost(tmp_path, docker_error=HostkitError("the Docker daemon does not answer"))
+    host.files({"/etc/os-release": "ID=rocky\nVERSION_ID=9.4\nPRETTY_NAME='Rocky Linux 9.4'\n",
+                "/proc/1/comm": "systemd\n"})
+    summary = Facts(host).summary()
+    assert summary["distro"]["family"] == "rhel"
+    assert summary["init_system"] == "systemd"
+    assert summary["docker_version"] == {"error": "the Docker daemon does not answer"}
