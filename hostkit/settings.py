@@ -29,6 +29,7 @@ class Settings:
     dhparam_file: str = "/opt/hostkit/certs/dhparam.pem"
     users: int = 10  # how many people use the hub at once, for sizing checks
     mem_per_user_gib: float = 1.0
+    disk_per_user_gib: float = 2.0  # each user's named volume lives on the data-root
     users_per_cpu: int = 4
     data_root: str = ""  # expected Docker data-root; empty = whatever Docker uses
     dns: tuple[str, ...] = ("8.8.8.8",)

@@ -20,6 +20,14 @@ def data_root(ctx: ProbeContext) -> str:
         return ctx.settings.data_root or "/var/lib/docker"
 
 
+def statvfs_nearest(ctx: ProbeContext, path: str) -> os.statvfs_result:
+    """statvfs of `path`, or of its nearest existing parent (the disk it would land on)."""
+    real = ctx.host.path(path)
+    while not real.exists() and real != real.parent:
+        real = real.parent
+    return os.statvfs(real)
+
+
 @probe("storage_driver")
 def storage_driver(ctx: ProbeContext) -> Outcome:
     info = ctx.facts.docker_info()
@@ -49,10 +57,7 @@ def storage_driver(ctx: ProbeContext) -> Outcome:
 @probe("storage_free")
 def storage_free(ctx: ProbeContext, min_free_gib: float = 10.0, min_free_inodes_pct: float = 5.0) -> Outcome:
     root = data_root(ctx)
-    path = ctx.host.path(root)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    st = os.statvfs(path)
+    st = statvfs_nearest(ctx, root)
     free = st.f_bavail * st.f_frsize
     inodes_pct = 100.0 * st.f_favail / st.f_files if st.f_files else 100.0
     actual = f"{free / GIB:.1f} GiB free, {inodes_pct:.0f}% inodes free on {root}"

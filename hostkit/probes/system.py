@@ -6,6 +6,7 @@ import math
 
 from hostkit.doctor import ProbeContext
 from hostkit.probes import probe
+from hostkit.probes.storage import data_root, statvfs_nearest
 from hostkit.results import Outcome
 
 GIB = 1024**3
@@ -30,15 +31,25 @@ def running_as_root(ctx: ProbeContext) -> Outcome:
     return Outcome.warn("not root: checks that need root are skipped", hint="sudo hostkit doctor")
 
 
+def _total_bytes(ctx: ProbeContext, path: str) -> int:
+    st = statvfs_nearest(ctx, path)
+    return st.f_blocks * st.f_frsize
+
+
 @probe("resources")
 def resources(ctx: ProbeContext) -> Outcome:
     s = ctx.settings
     res = ctx.facts.resources()
     need_mem = 2 * GIB + s.users * s.mem_per_user_gib * GIB
     need_cpus = max(1, math.ceil(s.users / max(1, s.users_per_cpu)))
-    have = f"{res['cpus']} CPUs, {res['memory_bytes'] / GIB:.1f} GiB RAM"
-    want = f">= {need_cpus} CPUs, >= {need_mem / GIB:.1f} GiB RAM for {s.users} users"
-    if res["memory_bytes"] < need_mem or res["cpus"] < need_cpus:
+    need_disk = s.users * s.disk_per_user_gib * GIB
+    root = data_root(ctx)
+    disk = _total_bytes(ctx, root)
+    have = (f"{res['cpus']} CPUs, {res['memory_bytes'] / GIB:.1f} GiB RAM, "
+            f"{disk / GIB:.0f} GiB disk at {root}")
+    want = (f">= {need_cpus} CPUs, >= {need_mem / GIB:.1f} GiB RAM, >= {need_disk / GIB:.0f} GiB disk "
+            f"for {s.users} users")
+    if res["memory_bytes"] < need_mem or res["cpus"] < need_cpus or disk < need_disk:
         return Outcome.fail(
             f"{have}: short for {s.users} concurrent users",
             expected=want,

@@ -285,3 +285,9 @@ def test_facts_summary_reports_errors_per_fact_instead_of_failing(tmp_path) -> N
     assert summary["distro"]["family"] == "rhel"
     assert summary["init_system"] == "systemd"
     assert summary["docker_version"] == {"error": "the Docker daemon does not answer"}
+
+
+def test_resources_count_disk_for_user_volumes(fake_host: FakeHost, run_check: RunCheck) -> None:
+    r = run_check("host.resources", fake_host, users=1, mem_per_user_gib=0, disk_per_user_gib=10**6)
+    assert r.status is Status.WARN
+    assert "GiB disk at /var/lib/docker" in r.actual
