@@ -25,7 +25,8 @@ def test_malformed_daemon_json_fails_with_line_and_column(fake_host: FakeHost, r
 def test_numeric_log_opts_fail_the_types_check(fake_host: FakeHost, run_check: RunCheck) -> None:
     fake_host.files(
         {
-            "/etc/docker/daemon.json": '{"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": 5}}'
+            "/etc/docker/daemon.json": '{"log-driver": "json-file", '
+            '"log-opts": {"max-size": "10m", "max-file": 5}}'
         }
     )
     r = run_check("daemon.types", fake_host)
@@ -62,7 +63,9 @@ def test_dns_differing_from_settings_warns(fake_host: FakeHost, run_check: RunCh
 def test_unit_flag_also_in_daemon_json_fails(fake_host: FakeHost, run_check: RunCheck) -> None:
     fake_host.files(
         {
-            "/lib/systemd/system/docker.service": "[Service]\nExecStart=/usr/bin/dockerd -H fd:// --containerd=/run/c.sock\n",
+            "/lib/systemd/system/docker.service": (
+                "[Service]\nExecStart=/usr/bin/dockerd -H fd:// --containerd=/run/c.sock\n"
+            ),
             "/etc/docker/daemon.json": '{"hosts": ["unix:///var/run/docker.sock"]}',
         }
     )
@@ -75,7 +78,9 @@ def test_drop_in_that_resets_execstart_clears_the_conflict(fake_host: FakeHost, 
     fake_host.files(
         {
             "/lib/systemd/system/docker.service": "[Service]\nExecStart=/usr/bin/dockerd -H fd://\n",
-            "/etc/systemd/system/docker.service.d/hostkit.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/dockerd\n",
+            "/etc/systemd/system/docker.service.d/hostkit.conf": (
+                "[Service]\nExecStart=\nExecStart=/usr/bin/dockerd\n"
+            ),
             "/etc/docker/daemon.json": '{"hosts": ["unix:///var/run/docker.sock"]}',
         }
     )
