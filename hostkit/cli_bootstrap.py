@@ -1,0 +1,374 @@
+"""`hostkit bootstrap` and `hostkit cleanup`: the command-line side of hostkit.bootstrap."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from hostkit.bootstrap import (
+    STATE_FILE,
+    BootstrapHost,
+    BootstrapOptions,
+    DaemonJsonStep,
+    DistroStep,
+    DockerInstallStep,
+    FirewalldStep,
+    RelocateStep,
+    docker_api_info,
+    pick_probe_image,
+    probe_container_network,
+    run_streaming,
+)
+from hostkit.errors import HostkitError, UsageError
+from hostkit.facts import Facts
+from hostkit.host import LocalHost
+from hostkit.steps import (
+    CHANGED,
+    FAILED,
+    OK,
+    SKIPPED,
+    Change,
+    Plan,
+    Step,
+    StepResult,
+    render_step,
+    render_summary,
+)
+
+LOG_DIR = "/var/log/hostkit"
+out = Console(highlight=False)
+
+
+def _start_log(host: LocalHost, verb: str) -> str:
+    """Send every hostkit log record (commands and their output) to a file for this run."""
+    host.makedirs(LOG_DIR, mode=0o750)
+    path = f"{LOG_DIR}/{verb}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    handler = logging.FileHandler(host.path(path), encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("hostkit")
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    root.propagate = False
+    logging.getLogger("hostkit").info("hostkit %s: %s", verb, " ".join(sys.argv))
+    return path
+
+
+class _RichProgress:
+    """One rich progress bar per rsync pass."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __call__(self, label: str) -> Callable[[float], None]:
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                            TimeElapsedColumn(), console=self.console, transient=False)
+        task = progress.add_task(label, total=100)
+        progress.start()
+        done = False
+
+        def update(pct: float) -> None:
+            nonlocal done
+            if done:
+                return
+            progress.update(task, completed=pct)
+            if pct >= 100:
+                done = True
+                progress.stop()
+
+        return update
+
+
+def _confirm(yes: bool) -> Callable[[list[tuple[Step, Change]]], bool]:
+    def ask(disruptive: list[tuple[Step, Change]]) -> bool:
+        seconds = max(c.downtime_s for _, c in disruptive)
+        out.print(f"\n[bold]Docker will be stopped[/bold] (every container with it) for about "
+                  f"{seconds:.0f}s, for:")
+        for step, change in disruptive:
+            out.print(f"  - {escape(change.summary)}  [dim]({step.name})[/dim]")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError("this plan stops Docker and there is nobody to confirm it",
+                             "run it in a terminal, or pass --yes")
+        return typer.confirm("Go ahead?", default=False)
+
+    return ask
+
+
+def _primary_ip(host: LocalHost) -> str:
+    try:
+        res = host.run(["ip", "-4", "route", "get", "1.1.1.1"], timeout=10)
+    except HostkitError:
+        return "127.0.0.1"
+    m = re.search(r"\bsrc\s+(\S+)", res.stdout)
+    return m.group(1) if m else "127.0.0.1"
+
+
+def _hostname(host: LocalHost) -> str:
+    try:
+        return host.read_text("/etc/hostname").strip() or "hostkit"
+    except HostkitError:
+        return "hostkit"
+
+
+def _network_probe(host: LocalHost, options: BootstrapOptions) -> StepResult:
+    """DNS and egress proven from a throwaway container, after every daemon change."""
+    title = "containers resolve names and reach out"
+    start = time.monotonic()
+    if docker_api_info(host) is None:
+        return StepResult("network", title, FAILED, message="Docker is not running")
+    image = pick_probe_image(host, options.probe_image)
+    if not image:
+        return StepResult("network", title, SKIPPED,
+                          message="no local image to probe with (there may be no registry)",
+                          hint="pass --probe-image IMAGE")
+    ok, msg = probe_container_network(host, image, options.probe_host)
+    hint = "set the site's resolvers with --dns" if "resolve" in msg and not ok else ""
+    return StepResult("network", title, OK if ok else FAILED, message=msg, hint=hint,
+                      seconds=time.monotonic() - start)
+
+
+def _hostkit_argv(*args: str) -> list[str]:
+    """Another hostkit command, run by the same interpreter (the stack's own commands)."""
+    return [sys.executable, "-m", "hostkit", *args]
+
+
+def _run_sub(host: LocalHost, name: str, title: str, argv: list[str],
+             changed_if: Callable[[list[str]], bool]) -> StepResult:
+    start = time.monotonic()
+    lines: list[str] = []
+
+    def show(line: str) -> None:
+        lines.append(line)
+        out.print(f"  {escape(line)}")
+
+    res = run_streaming(host, argv, show, timeout=4 * 3600)
+    seconds = time.monotonic() - start
+    if not res.ok:
+        seen = [ln.strip() for ln in (res.stdout + "\n" + res.stderr).splitlines() if ln.strip()]
+        errors = [ln[len("error:"):].strip() for ln in seen if ln.startswith("error:")]
+        hints = [ln[len("hint:"):].strip() for ln in seen if ln.startswith("hint:")]
+        why = errors[-1] if errors else (seen[-1] if seen else "no output")
+        command = " ".join(["hostkit", *argv[3:]])
+        return StepResult(name, title, FAILED, message=f"`{command}` failed: {why}",
+                          hint=hints[-1] if hints else f"run `{command}` by hand to see why",
+                          seconds=seconds)
+    return StepResult(name, title, CHANGED if changed_if(lines) else OK, seconds=seconds)
+
+
+def _stack_and_doctor(host: LocalHost, stack: StackOptions, port: int,
+                      data_root: Optional[str]) -> list[StepResult]:
+    """Certs, .env and the stack through `hostkit stack up`, then the doctor's table."""
+    up = ["stack", "up", "--dir", stack.directory, "--port", str(port), *stack.extra_args]
+    if stack.hostname:
+        up += ["--hostname", stack.hostname]
+    if stack.admin:
+        up += ["--admin", stack.admin]
+    results = [_run_sub(host, "stack", "certs, .env and the stack (hostkit stack up)",
+                        _hostkit_argv(*up),
+                        lambda lines: any(ln.startswith(("wrote ", "built")) for ln in lines))]
+    if results[0].status == FAILED:
+        return results
+    doctor = ["doctor", "--port", str(port), "--deploy-dir", stack.directory]
+    if data_root:
+        doctor += ["--data-root", data_root]
+    results.append(_run_sub(host, "doctor", "hostkit doctor", _hostkit_argv(*doctor),
+                            lambda _lines: False))
+    return results
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What bootstrap hands to `hostkit stack up`."""
+
+    enabled: bool = True
+    directory: str = "/opt/hostkit"
+    hostname: Optional[str] = None
+    admin: Optional[str] = None
+    extra_args: tuple[str, ...] = ()
+
+
+def bootstrap(
+    *,
+    data_root: Annotated[Optional[str], typer.Option(
+        "--data-root", help="Move Docker's data here (absolute path on a real disk).")] = None,
+    dns: Annotated[Optional[list[str]], typer.Option(
+        "--dns", help="Resolver for containers (repeat for several). Default 8.8.8.8.")] = None,
+    port: Annotated[int, typer.Option(
+        "--port", help="Public HTTPS port to open in firewalld.")] = 9090,
+    log_max_size: Annotated[str, typer.Option(
+        help="Container log rotation: size per file.")] = "10m",
+    log_max_file: Annotated[int, typer.Option(help="Container log rotation: files kept.")] = 5,
+    docker_source: Annotated[str, typer.Option(
+        help="Where Docker comes from on Debian/Ubuntu: 'distro' or 'docker'.")] = "distro",
+    probe_image: Annotated[Optional[str], typer.Option(
+        help="Local image for the container DNS/egress probe (default: any local one).")] = None,
+    probe_host: Annotated[str, typer.Option(
+        help="Name a container must resolve and reach over HTTP.")] = "deb.debian.org",
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask before stopping Docker.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan; change nothing.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Try on an unsupported distro.")] = False,
+    stack: Annotated[bool, typer.Option(
+        "--stack/--no-stack", help="Deploy the hub (hostkit stack up) and run the doctor.")
+    ] = True,
+    stack_dir: Annotated[str, typer.Option(help="Deploy directory of the stack.")
+                         ] = "/opt/hostkit",
+    hostname: Annotated[Optional[str], typer.Option(
+        help="Host name for the certificate and URL.")] = None,
+    admin: Annotated[Optional[str], typer.Option(help="The hub's admin user name.")] = None,
+    stack_arg: Annotated[Optional[list[str]], typer.Option(
+        "--stack-arg", help="Extra argument for `hostkit stack up` (repeat), "
+                            "e.g. --stack-arg=--package-set=minimal.")] = None,
+) -> None:
+    """Take this server to a running hub: Docker, data-root, daemon.json, firewalld."""
+    if docker_source not in ("distro", "docker"):
+        raise UsageError(f"--docker-source {docker_source}: must be 'distro' or 'docker'")
+    check_daemon_inputs(dns or [], log_max_size, log_max_file)
+    host = BootstrapHost()
+    if not host.is_root():
+        raise UsageError("bootstrap changes the system and must run as root",
+                         "run it with sudo")
+    options = BootstrapOptions(
+        data_root=data_root, dns=tuple(dns) if dns else ("8.8.8.8",), port=port,
+        log_max_size=log_max_size, log_max_file=str(log_max_file), force=force,
+        docker_source=docker_source, probe_image=probe_image, probe_host=probe_host)
+    stack_options = StackOptions(stack, stack_dir, hostname, admin, tuple(stack_arg or ()))
+    log_path = _start_log(host, "bootstrap")
+    facts = Facts(host)
+    relocate = RelocateStep(data_root, options, progress=_RichProgress(out))
+    steps: list[Step] = [DistroStep(force), DockerInstallStep(docker_source),
+                         FirewalldStep(port), relocate, DaemonJsonStep(options)]
+
+    out.print("[bold]Plan[/bold]" + (" (dry run: nothing will change)" if dry_run else ""))
+    plan = Plan(steps, dry_run=dry_run, confirm=_confirm(yes),
+                on_planned=lambda r: out.print(render_step(r)))
+    plan.notes = relocate.notes
+    plan.on_result = _print_result
+    planned, result = plan.run(host, facts)
+    logging.getLogger("hostkit").info("plan: %s", [(s.name, s.status) for s in planned.steps])
+    if dry_run and stack_options.enabled and not result.failed:
+        out.print(f"then: would run: hostkit stack up --dir {stack_options.directory} "
+                  f"--port {port} and hostkit doctor")
+    if dry_run or result.aborted:
+        out.print(render_summary(result))
+        out.print(f"[dim]log: {log_path}[/dim]")
+        raise typer.Exit(1 if result.failed else 0)
+
+    extra: list[StepResult] = []
+    if not result.failed:
+        extra.append(_network_probe(host, options))
+        _print_result(extra[-1])
+        if stack_options.enabled and extra[-1].status != FAILED:
+            for r in _stack_and_doctor(host, stack_options, port, data_root):
+                extra.append(r)
+                _print_result(r)
+    for note in result.notes:
+        out.print(f"[cyan]note:[/cyan] {escape(note)}")
+    out.print(render_summary(result) + _extra_summary(extra))
+    failed = result.failed or any(r.status == FAILED for r in extra)
+    if not failed:
+        ip = _primary_ip(host)
+        when = "" if stack_options.enabled else " (once `hostkit stack up` has run)"
+        name = stack_options.hostname or _hostname(host)
+        out.print(f"URL{when}: https://{ip}:{port}/   (clients' /etc/hosts: {ip} {name})")
+    out.print(f"[dim]log: {log_path}[/dim]")
+    raise typer.Exit(1 if failed else 0)
+
+
+def _extra_summary(extra: list[StepResult]) -> str:
+    if not extra:
+        return ""
+    return "; after the plan: " + ", ".join(f"{r.name} {r.status}" for r in extra)
+
+
+# go-units' FromHumanSize, which dockerd uses for max-size: "10m", "10MB", "1.5g", "500k"
+_HUMAN_SIZE = re.compile(r"^\d+(\.\d+)?\s*([kKmMgGtTpP][iI]?[bB]?|[bB])?$")
+
+
+def check_daemon_inputs(dns: list[str], log_max_size: str, log_max_file: int) -> None:
+    """Refuse values dockerd would reject, before anything is stopped or written.
+
+    dockerd 20.10 accepts a bad max-size at start and fails every container creation
+    later; a bad resolver makes it refuse to start. Both are cheaper to catch here.
+    """
+    for server in dns:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise UsageError(f"--dns {server}: not an IP address",
+                             "give the resolver's address, e.g. --dns 10.0.0.53") from None
+    if not _HUMAN_SIZE.match(log_max_size):
+        raise UsageError(f"--log-max-size {log_max_size}: not a size",
+                         "write it like 10m, 100k or 1g")
+    if log_max_file < 1:
+        raise UsageError(f"--log-max-file {log_max_file}: must be at least 1")
+
+
+def _print_result(res: StepResult) -> None:
+    out.print(render_step(res, show_diff=False))
+    logging.getLogger("hostkit").info("step %s: %s %s", res.name, res.status, res.message)
+
+
+def _load_state(host: LocalHost) -> list[dict[str, str]]:
+    if not host.exists(STATE_FILE):
+        return []
+    try:
+        data = json.loads(host.read_text(STATE_FILE))
+    except json.JSONDecodeError as exc:
+        raise HostkitError(f"{STATE_FILE}: not valid JSON ({exc.msg})",
+                           "remove the old data roots by hand") from exc
+    return [d for d in data if isinstance(d, dict) and "path" in d] if isinstance(data, list) \
+        else []
+
+
+def cleanup(
+    *,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List what would be removed.")] = False,
+) -> None:
+    """Delete the old Docker data roots that bootstrap moved aside (after asking)."""
+    host = BootstrapHost()
+    if not host.is_root():
+        raise UsageError("cleanup deletes system data and must run as root", "run it with sudo")
+    entries = _load_state(host)
+    present = [e for e in entries if host.exists(e["path"])]
+    if not present:
+        out.print("nothing to clean up: no old Docker data root is kept")
+        return
+    info = docker_api_info(host)
+    current = str(info.get("DockerRootDir", "")) if info else ""
+    for e in present:
+        out.print(f"old data root {e['path']} (moved from {e.get('from')} to {e.get('to')} "
+                  f"on {e.get('when')})")
+    if dry_run:
+        return
+    if not info:
+        raise HostkitError("Docker is not running, so hostkit cannot prove the old roots are "
+                           "unused", "start Docker, check your containers, then run cleanup")
+    if not yes and not typer.confirm(f"Delete {len(present)} old data root(s)? This cannot be "
+                                     "undone", default=False):
+        raise typer.Exit(1)
+    log_path = _start_log(host, "cleanup")
+    for e in present:
+        if current and (current == e["path"] or current.startswith(e["path"] + "/")):
+            raise HostkitError(f"{e['path']} is Docker's current root; not deleting it")
+        host.run(["rm", "-rf", "--one-file-system", "--", e["path"]], timeout=7200, check=True)
+        out.print(f"removed {e['path']}")
+    keep = [e for e in entries if host.exists(e["path"])]
+    host.write_text(STATE_FILE, json.dumps(keep, indent=2) + "\n", mode=0o600)
+    out.print(f"[dim]log: {log_path}[/dim]")

@@ -1,0 +1,86 @@
+"""daemon.json step: merge, validation, unit-flag drop-in, restart and rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bootstrap_sim import SimHost
+
+from hostkit.bootstrap import DROP_IN, BootstrapOptions, DaemonJsonStep, strip_flags
+from hostkit.daemon_config import DaemonJsonError
+from hostkit.facts import Facts
+from hostkit.steps import CHANGED, FAILED, OK, Plan
+
+DAEMON = "/etc/docker/daemon.json"
+
+
+def test_malformed_daemon_json_stops_with_line_and_column_and_is_untouched(
+        tmp_path: Path) -> None:
+    sim = SimHost(tmp_path).files({DAEMON: '{\n  "debug": true,,\n}\n'})
+    with pytest.raises(DaemonJsonError) as err:
+        DaemonJsonStep(BootstrapOptions()).check(sim, Facts(sim))
+    assert err.value.message.startswith(f"{DAEMON}:2:")
+    planned, result = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    assert planned.steps[0].status == FAILED
+    assert result.aborted
+    assert sim.path(DAEMON).read_text() == '{\n  "debug": true,,\n}\n'
+
+
+def test_merge_writes_atomically_with_a_backup_and_restarts_once(tmp_path: Path) -> None:
+    sim = SimHost(tmp_path).files({DAEMON: '{"debug": true, "log-opts": {"max-file": 3}}'})
+    _planned, result = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    assert result.steps[0].status == CHANGED
+    cfg = sim.daemon_config()
+    assert cfg["debug"] is True
+    assert cfg["log-opts"] == {"max-file": "5", "max-size": "10m"}
+    backups = list(sim.path("/etc/docker").glob("daemon.json.hostkit-*.bak"))
+    assert len(backups) == 1
+    assert "debug" in backups[0].read_text()
+    assert sim.count("systemctl", "restart") == 1
+    _planned, again = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    assert again.steps[0].status == OK
+    assert sim.count("systemctl", "restart") == 1
+
+
+def test_a_config_dockerd_refuses_is_rolled_back_and_docker_runs(tmp_path: Path) -> None:
+    original = '{"debug": true}\n'
+    sim = SimHost(tmp_path).files({DAEMON: original})
+    _planned, result = Plan([DaemonJsonStep(BootstrapOptions(dns=("999.1.1.1",)))]).run(
+        sim, Facts(sim))
+    assert result.steps[0].status == FAILED
+    assert "rolled back" in result.steps[0].message
+    assert sim.path(DAEMON).read_text() == original
+    assert sim.running
+
+
+def test_validate_rejection_leaves_the_file_unchanged(tmp_path: Path) -> None:
+    sim = SimHost(tmp_path, docker_version="27.3.1").files({DAEMON: "{}\n"})
+    sim.validate_supported = True
+    sim.validate_error = "unable to configure the Docker daemon with file: invalid log opt"
+    _planned, result = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    assert result.steps[0].status == FAILED
+    assert "dockerd --validate rejects" in result.steps[0].message
+    assert sim.path(DAEMON).read_text() == "{}\n"
+    assert sim.count("systemctl", "restart") == 0
+
+
+def test_conflicting_unit_flags_move_into_a_drop_in(tmp_path: Path) -> None:
+    sim = SimHost(tmp_path)
+    # the seed's edit of docker.service: the data directory as a flag on ExecStart
+    sim.unit = ("[Service]\nExecStart=/usr/bin/dockerd -H fd:// -g /ubicacion/docker "
+                "--dns 8.8.4.4 --containerd=/run/containerd/containerd.sock\n")
+    sim.files({DAEMON: '{"data-root": "/ubicacion/docker"}'})
+    _planned, result = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    assert result.steps[0].status == CHANGED, result
+    dropin = sim.path(DROP_IN).read_text()
+    assert "ExecStart=\n" in dropin
+    assert ("ExecStart=/usr/bin/dockerd -H fd:// "
+            "--containerd=/run/containerd/containerd.sock") in dropin
+    assert ("systemctl", "daemon-reload") in sim.calls
+
+
+def test_strip_flags_handles_values_in_both_spellings() -> None:
+    line = "/usr/bin/dockerd --data-root=/a -g /b --log-opt max-size=1m --live-restore -H fd://"
+    assert strip_flags(line, {"data-root", "log-opts", "live-restore"}) == \
+        "/usr/bin/dockerd -H fd://"

@@ -1,0 +1,191 @@
+"""Data-root relocation on a simulated server: preflight refusals, the move, rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from bootstrap_sim import SimHost
+
+from hostkit.bootstrap import (
+    STATE_FILE,
+    BootstrapOptions,
+    DaemonJsonStep,
+    RelocateStep,
+    rewrite_volume_sources,
+)
+from hostkit.errors import HostkitError, UsageError
+from hostkit.facts import Facts
+from hostkit.steps import CHANGED, OK, Plan
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> SimHost:
+    return SimHost(tmp_path)
+
+
+def _step(target: str, **opts: object) -> RelocateStep:
+    return RelocateStep(target, BootstrapOptions(data_root=target, **opts))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("target", "expect"), [
+    ("srv/docker", "not an absolute path"),
+    ("/nonexistent/docker", "parent directory /nonexistent does not exist"),
+    ("/var/lib/docker/inner", "inside the current Docker root"),
+    ("/var/lib", "contains the current Docker root"),
+])
+def test_bad_targets_are_refused_with_a_hint(sim: SimHost, target: str, expect: str) -> None:
+    with pytest.raises(UsageError) as err:
+        _step(target).check(sim, Facts(sim))
+    assert expect in err.value.message
+    assert err.value.hint
+
+
+def test_a_non_empty_directory_that_is_not_a_docker_root_is_refused(sim: SimHost) -> None:
+    sim.files({"/srv/data/thesis.tex": "precious"})
+    with pytest.raises(UsageError, match="not empty and not a Docker root"):
+        _step("/srv/data").check(sim, Facts(sim))
+
+
+def test_a_partial_docker_root_from_an_interrupted_run_is_accepted(sim: SimHost) -> None:
+    sim.files({"/srv/docker/overlay2/x/diff/f": "half"})
+    changes = _step("/srv/docker").check(sim, Facts(sim))
+    assert changes
+    assert changes[0].disruptive
+
+
+def test_not_enough_space_is_refused(sim: SimHost) -> None:
+    sim.avail = 3
+    with pytest.raises(UsageError, match="free on"):
+        _step("/srv/docker").check(sim, Facts(sim))
+
+
+def test_xfs_without_ftype_is_refused(sim: SimHost) -> None:
+    sim.fstype = "xfs"
+    sim.binaries.add("xfs_info")
+    sim._xfs_info = lambda args: (0, "naming =version 2 bsize=4096 ascii-ci=0, ftype=0\n", "")  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="ftype=0"):
+        _step("/srv/docker").check(sim, Facts(sim))
+
+
+def test_an_overlay_target_is_refused(sim: SimHost) -> None:
+    sim.fstype = "overlay"
+    with pytest.raises(UsageError, match="overlay2 cannot run"):
+        _step("/srv/docker").check(sim, Facts(sim))
+
+
+def test_a_sub_mount_under_the_old_root_is_refused_but_runtime_mounts_are_not(
+        sim: SimHost) -> None:
+    sim.extra_mounts = ["/var/lib/docker/overlay2/abc/merged",
+                        "/var/lib/docker/containers/abc/mounts/shm"]
+    assert _step("/srv/docker").check(sim, Facts(sim))
+    sim.extra_mounts.append("/var/lib/docker/volumes")
+    with pytest.raises(UsageError, match="separate mount"):
+        _step("/srv/docker").check(sim, Facts(sim))
+
+
+def test_selinux_without_semanage_is_refused(sim: SimHost) -> None:
+    sim.files({"/sys/fs/selinux/enforce": "1"})
+    with pytest.raises(UsageError, match="semanage"):
+        _step("/srv/docker").check(sim, Facts(sim))
+
+
+def test_relocation_moves_data_keeps_old_root_and_converges(sim: SimHost) -> None:
+    options = BootstrapOptions(data_root="/srv/docker", dns=("10.0.0.53",))
+    steps = [RelocateStep("/srv/docker", options), DaemonJsonStep(options)]
+    _planned, result = Plan(steps).run(sim, Facts(sim))
+    assert [s.status for s in result.steps] == [CHANGED, OK], result
+    assert sim.root_dir == "/srv/docker"
+    assert sim.path("/srv/docker/volumes/hkdata/_data/file").read_text() == "data\n"
+    aside = [p for p in sim.path("/var/lib").iterdir() if p.name.startswith("docker.hostkit-old-")]
+    assert len(aside) == 1
+    assert (aside[0] / "volumes/hkdata/_data/file").read_text() == "data\n"
+    assert not sim.path("/var/lib/docker").exists()
+    cfg = sim.daemon_config()
+    assert cfg["data-root"] == "/srv/docker"
+    assert cfg["dns"] == ["10.0.0.53"]
+    # docker.socket is stopped with the service, so no client can wake dockerd mid-copy
+    assert ("systemctl", "stop", "docker.socket", "docker.service") in sim.calls
+    rsyncs = [c for c in sim.calls if c[0] == "rsync"]
+    assert len(rsyncs) == 3  # live pass, delta pass with --delete, dry-run verification
+    assert "--delete" not in rsyncs[0]
+    assert "--delete" in rsyncs[1]
+    assert "-n" in rsyncs[2]
+    assert all({"-aHAXS", "--numeric-ids", "-x"} <= set(c) for c in rsyncs)
+    assert sim.restarts == 1  # one restart covers both the move and daemon.json
+    state = json.loads(sim.path(STATE_FILE).read_text())
+    assert state[0]["path"] == f"/var/lib/{aside[0].name}"
+
+    # a second run finds nothing to do and never touches Docker
+    calls = len(sim.calls)
+    _planned, again = Plan([RelocateStep("/srv/docker", options), DaemonJsonStep(options)]).run(
+        sim, Facts(sim))
+    assert [s.status for s in again.steps] == [OK, OK]
+    assert not any(c[:2] in {("systemctl", "stop"), ("systemctl", "restart")}
+                   for c in sim.calls[calls:])
+
+
+def test_container_volume_paths_are_pointed_at_the_new_root(sim: SimHost) -> None:
+    Plan([_step("/srv/docker")]).run(sim, Facts(sim))
+    cfg = json.loads(sim.path(f"/srv/docker/containers/{'c' * 64}/config.v2.json").read_text())
+    assert cfg["MountPoints"]["/data"]["Source"] == "/srv/docker/volumes/hkdata/_data"
+    aside = next(p for p in sim.path("/var/lib").iterdir() if p.name.startswith("docker.hostkit"))
+    old = json.loads((aside / "containers" / ("c" * 64) / "config.v2.json").read_text())
+    assert old["MountPoints"]["/data"]["Source"] == "/var/lib/docker/volumes/hkdata/_data"
+
+
+def test_rewrite_leaves_bind_mounts_alone(sim: SimHost) -> None:
+    sim.files({"/srv/d/containers/x/config.v2.json": json.dumps({"MountPoints": {
+        "/b": {"Source": "/var/lib/docker-bind", "Type": "bind"},
+        "/v": {"Source": "/var/lib/docker/volumes/v/_data", "Type": "volume"}}})})
+    assert rewrite_volume_sources(sim, "/var/lib/docker", "/srv/d") == 1
+
+
+def test_dockerd_refusing_the_new_config_rolls_back_to_the_old_root(sim: SimHost) -> None:
+    sim.files({"/etc/docker/daemon.json": '{"debug": true}\n'})
+    options = BootstrapOptions(data_root="/srv/docker", dns=("999.1.1.1",))
+    _planned, result = Plan([RelocateStep("/srv/docker", options)]).run(sim, Facts(sim))
+    assert result.failed
+    assert "rolled back: Docker runs on /var/lib/docker again" in result.steps[0].message
+    assert sim.running
+    assert sim.root_dir == "/var/lib/docker"
+    assert sim.path("/etc/docker/daemon.json").read_text() == '{"debug": true}\n'
+    assert sim.path("/var/lib/docker/volumes/hkdata/_data/file").read_text() == "data\n"
+    assert not [p for p in sim.path("/var/lib").iterdir() if "hostkit-old" in p.name]
+    assert not sim.path(STATE_FILE).exists()
+
+
+def test_a_failed_verification_pass_rolls_back(sim: SimHost, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    real = sim._rsync
+
+    def lying_rsync(args: list[str]) -> tuple[int, str, str]:
+        rc, out, err = real(args)
+        return (0, ">f.st...... volumes/hkdata/_data/file\n", "") if "-n" in args else (rc, out,
+                                                                                            err)
+
+    monkeypatch.setattr(sim, "_rsync", lying_rsync)
+    step = _step("/srv/docker")
+    step.check(sim, Facts(sim))
+    with pytest.raises(HostkitError, match="verification found 1 differences"):
+        step.apply(sim, Facts(sim), [])
+    assert sim.running
+    assert sim.root_dir == "/var/lib/docker"
+    assert not sim.path("/etc/docker/daemon.json").exists()
+
+
+def test_the_plan_warns_that_containerd_image_store_layers_do_not_move(sim: SimHost) -> None:
+    assert "containerd" not in _step("/srv/docker").check(sim, Facts(sim))[0].diff
+    sim.driver_status = [["driver-type", "io.containerd.snapshotter.v1"]]
+    assert "moby#50517" in _step("/srv/docker").check(sim, Facts(sim))[0].diff
+
+
+def test_without_systemd_docker_is_stopped_and_started_with_its_init_script(sim: SimHost) -> None:
+    sim.files({"/proc/1/comm": "bash\n", "/etc/init.d/docker": "#!/bin/sh\n"})
+    _planned, result = Plan([_step("/srv/docker")]).run(sim, Facts(sim))
+    assert [s.status for s in result.steps] == [CHANGED]
+    assert ("service", "docker", "stop") in sim.calls
+    assert ("service", "docker", "start") in sim.calls
+    assert not any(c[0] == "systemctl" for c in sim.calls)
+    assert sim.root_dir == "/srv/docker"
