@@ -93,3 +93,9 @@ class FakeHost(LocalHost):
         if self.docker_error:
             raise self.docker_error
         return self.fake_docker
+
+
+class FakeContainer:
+    def __init__(self, name: str, attrs: dict[str, Any]):
+        self.name = name
+        self.attrs = attrs

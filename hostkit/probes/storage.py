@@ -94,3 +94,26 @@ def container_logs(ctx: ProbeContext, max_mib: int = 500) -> Outcome:
             "those containers; rotation applies only to new containers",
         )
     return Outcome.ok(f"no container log over {max_mib} MiB")
+
+
+@probe("volume_sources")
+def volume_sources(ctx: ProbeContext) -> Outcome:
+    """Named volumes of every container must live under the current data-root.
+
+    After a data-root move done by hand, dockerd keeps each container's recorded volume path:
+    a restart=always container then goes on writing to the old copy, or fails to start.
+    """
+    root = data_root(ctx).rstrip("/") + "/"
+    stray = []
+    containers = ctx.facts.docker_client().containers.list(all=True)
+    for c in containers:
+        for mount in c.attrs.get("Mounts") or []:
+            source = str(mount.get("Source", ""))
+            if mount.get("Type") == "volume" and source and not source.startswith(root):
+                stray.append(f"{c.name}: {mount.get('Name', '?')} at {source}")
+    if stray:
+        return Outcome.fail(f"{len(stray)} volume mount(s) outside {root}: " + "; ".join(stray[:5]),
+                            expected=f"under {root}", actual="; ".join(stray),
+                            hint="left behind by a data-root move: hostkit bootstrap --data-root "
+                                 "rewrites them; or recreate those containers")
+    return Outcome.ok(f"every volume of {len(containers)} container(s) is under {root}")

@@ -296,3 +296,30 @@ def test_resources_count_disk_for_user_volumes(fake_host: FakeHost, run_check: R
     r = run_check("host.resources", fake_host, users=1, mem_per_user_gib=0, disk_per_user_gib=10**6)
     assert r.status is Status.WARN
     assert "GiB disk at /var/lib/docker" in r.actual
+
+
+def test_volume_left_on_the_old_root_fails(tmp_path, run_check: RunCheck) -> None:
+    from fakes import FakeContainer
+
+    docker = FakeDocker()
+    docker.containers.items = [
+        FakeContainer("db", {"Mounts": [{"Type": "volume", "Name": "pgdata",
+                                         "Source": "/var/lib/docker/volumes/pgdata/_data"}]}),
+        FakeContainer("web", {"Mounts": [{"Type": "bind", "Source": "/etc/nginx"}]}),
+    ]
+    info = recorded_docker_info()
+    info["DockerRootDir"] = "/srv/docker"
+    docker._info = info
+    r = run_check("storage.volume-sources", FakeHost(tmp_path, docker=docker))
+    assert r.status is Status.FAIL
+    assert r.summary == ("1 volume mount(s) outside /srv/docker/: "
+                         "db: pgdata at /var/lib/docker/volumes/pgdata/_data")
+
+
+def test_volumes_under_the_root_pass(tmp_path, run_check: RunCheck) -> None:
+    from fakes import FakeContainer
+
+    docker = FakeDocker()
+    docker.containers.items = [FakeContainer("db", {"Mounts": [
+        {"Type": "volume", "Name": "v", "Source": "/var/lib/docker/volumes/v/_data"}]})]
+    assert run_check("storage.volume-sources", FakeHost(tmp_path, docker=docker)).status is Status.PASS
