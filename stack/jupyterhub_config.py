@@ -1,0 +1,163 @@
+# JupyterHub configuration for hostkit's stack.
+#
+# Everything site-specific comes from the environment (the stack's .env, written by
+# `hostkit stack up`), with defaults that suit a single server. Mounted read-only into
+# the hub container: edit it in the deploy directory and `hostkit stack up` again.
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+
+from jupyterhub.apihandlers import APIHandler
+from jupyterhub.scopes import needs_scope
+from nativeauthenticator import NativeAuthenticator
+from nativeauthenticator.orm import UserInfo
+from tornado import web
+
+c = get_config()  # type: ignore[name-defined]  # noqa: F821 - injected by JupyterHub
+
+
+def env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env(name, str(default)))
+
+
+ADMIN = env("HOSTKIT_ADMIN", "admin")
+NETWORK = env("HOSTKIT_NETWORK", "hostkit-jupyterhub")
+HUB_SERVICE = env("HOSTKIT_HUB_SERVICE", "jupyterhub")
+NOTEBOOK_DIR = env("HOSTKIT_NOTEBOOK_DIR", "/home/jovyan/work")
+
+
+class ApproveAPIHandler(APIHandler):  # type: ignore[misc]
+    """POST /hub/hostkit/approve/NAME: approve a sign-up, with a token (`hostkit users approve`).
+
+    NativeAuthenticator's own /hub/authorize/NAME is a page for the admin's browser (a toggle,
+    cookie-authenticated); this API does one thing, idempotently, in the hub's own session.
+    """
+
+    @needs_scope("admin:users")  # type: ignore[misc]
+    def post(self, name: str) -> None:
+        info = UserInfo.find(self.db, name)
+        if info is None:
+            raise web.HTTPError(404, f"no sign-up for {name}")
+        changed = not info.is_authorized
+        if changed:
+            info.is_authorized = True
+            self.db.commit()
+        self.write(json.dumps({"approved": name, "changed": changed}))
+
+
+class HostkitAuthenticator(NativeAuthenticator):
+    """NativeAuthenticator whose admin account is made by the installer, never at sign-up.
+
+    NativeAuthenticator pre-authorizes names listed in admin_users when they sign up, so
+    whoever registered "admin" first would become admin. Here the admin's record is
+    created when the hub starts, from the bcrypt hash hostkit put in the environment;
+    a sign-up under that name then finds the name taken.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._ensure_admin_record()
+
+    def get_handlers(self, app: object) -> list[tuple[str, type]]:
+        handlers: list[tuple[str, type]] = super().get_handlers(app)
+        return [*handlers, (r"/hostkit/approve/([^/]+)", ApproveAPIHandler)]
+
+    def _ensure_admin_record(self) -> None:
+        encoded = os.environ.get("HOSTKIT_ADMIN_HASH_B64", "").strip()
+        if not encoded:
+            self.log.warning("HOSTKIT_ADMIN_HASH_B64 is empty: no admin account is created")
+            return
+        username = self.normalize_username(ADMIN)
+        if UserInfo.find(self.db, username) is not None:
+            return
+        self.db.add(UserInfo(username=username, password=base64.b64decode(encoded), is_authorized=True))
+        self.db.commit()
+        self.log.info("created the admin account %s", username)
+
+
+# ---- hub ---------------------------------------------------------------------------
+c.JupyterHub.bind_url = "http://:8000"
+c.JupyterHub.hub_ip = "0.0.0.0"  # noqa: S104 - user containers reach the hub over the network...
+c.JupyterHub.hub_connect_ip = HUB_SERVICE  # ...by its service name (dockerspawner#198)
+c.JupyterHub.db_url = "sqlite:////data/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "/data/jupyterhub_cookie_secret"  # noqa: S105 - a path
+c.JupyterHub.upgrade_db = True  # sqlite is backed up by JupyterHub before an upgrade
+c.JupyterHub.cleanup_servers = False  # a hub restart leaves users' servers running
+c.JupyterHub.cleanup_proxy = True
+c.JupyterHub.last_activity_interval = env_int("HOSTKIT_ACTIVITY_INTERVAL", 300)
+c.JupyterHub.shutdown_on_logout = False
+
+# ---- authentication ----------------------------------------------------------------
+c.JupyterHub.authenticator_class = HostkitAuthenticator
+c.Authenticator.admin_users = {ADMIN}
+c.Authenticator.allow_all = True  # NativeAuthenticator's approval is the gate (JupyterHub >= 5)
+c.NativeAuthenticator.open_signup = False  # every sign-up waits for the admin at /hub/authorize
+c.NativeAuthenticator.enable_signup = env("HOSTKIT_ENABLE_SIGNUP", "1") == "1"
+c.NativeAuthenticator.minimum_password_length = env_int("HOSTKIT_MIN_PASSWORD_LENGTH", 10)
+c.NativeAuthenticator.check_common_password = True
+c.NativeAuthenticator.allowed_failed_logins = env_int("HOSTKIT_ALLOWED_FAILED_LOGINS", 5)
+c.NativeAuthenticator.seconds_before_next_try = env_int("HOSTKIT_LOCKOUT_SECONDS", 600)
+
+# ---- spawner -----------------------------------------------------------------------
+c.JupyterHub.spawner_class = "dockerspawner.DockerSpawner"
+c.DockerSpawner.image = env("HOSTKIT_NOTEBOOK_IMAGE", "hostkit/singleuser:latest")
+c.DockerSpawner.network_name = NETWORK  # the compose network's explicit name (dockerspawner#246)
+c.DockerSpawner.use_internal_ip = True
+c.DockerSpawner.remove = True  # containers are disposable; the named volume holds the work
+c.DockerSpawner.prefix = env("HOSTKIT_CONTAINER_PREFIX", "jupyter")
+c.DockerSpawner.notebook_dir = NOTEBOOK_DIR
+c.DockerSpawner.volumes = {env("HOSTKIT_USER_VOLUME", "jupyterhub-user-{username}"): NOTEBOOK_DIR}
+c.DockerSpawner.mem_limit = env("HOSTKIT_MEM_LIMIT", "4G")
+c.DockerSpawner.cpu_limit = float(env("HOSTKIT_CPU_LIMIT", "2"))
+c.DockerSpawner.extra_host_config = {
+    "extra_hosts": {env("HOSTKIT_HOST_ALIAS", "hostkit-host"): env("HOSTKIT_HOST_IP", "host-gateway")}
+}
+c.DockerSpawner.environment = {"HOSTKIT_HOST": env("HOSTKIT_HOST_ALIAS", "hostkit-host")}
+c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = env_int("HOSTKIT_START_TIMEOUT", 600)  # a cold multi-GB image
+c.Spawner.http_timeout = env_int("HOSTKIT_HTTP_TIMEOUT", 180)
+
+# ---- services ----------------------------------------------------------------------
+CULL_TIMEOUT = env_int("HOSTKIT_CULL_TIMEOUT", 3600)
+CULL_EVERY = env_int("HOSTKIT_CULL_EVERY", max(10, min(300, CULL_TIMEOUT // 2)))
+services: list[dict[str, object]] = [
+    {
+        "name": "idle-culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={CULL_TIMEOUT}",
+            f"--cull-every={CULL_EVERY}",
+        ],
+    }
+]
+roles: list[dict[str, object]] = [
+    {
+        # least privilege for the culler (jupyterhub-idle-culler's README)
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    }
+]
+api_token = os.environ.get("HOSTKIT_API_TOKEN", "").strip()
+if api_token:
+    # `hostkit users approve` acts through the hub with this token, and only on users.
+    services.append({"name": "hostkit", "api_token": api_token})
+    roles.append(
+        {
+            "name": "hostkit",
+            "scopes": ["admin:users", "list:users", "read:servers"],
+            "services": ["hostkit"],
+        }
+    )
+c.JupyterHub.services = services
+c.JupyterHub.load_roles = roles
