@@ -125,6 +125,16 @@ from hostkit.cli_bootstrap import cleanup as _cleanup  # noqa: E402
 app.command("bootstrap")(_bootstrap)
 app.command("cleanup")(_cleanup)
 
+# the stack, certs and users commands live in their own module
+from hostkit.cli_stack import certs_command as _certs  # noqa: E402
+from hostkit.cli_stack import stack_app as _stack_app  # noqa: E402
+from hostkit.cli_stack import users_app as _users_app  # noqa: E402
+
+app.add_typer(_stack_app, name="stack")
+app.add_typer(_users_app, name="users")
+app.command("certs")(_certs)
+
+
 def main() -> None:
     """Entry point: expected failures print one line and a hint, never a traceback.
 

@@ -1,0 +1,175 @@
+"""The stack's files say what the issue and DOMAIN.md require (static checks; the
+integration tests prove they work)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml")  # PyYAML: a dev dependency
+
+STACK = Path(__file__).resolve().parents[2] / "stack"
+
+
+def test_compose_file_is_v1_and_v2_compatible_with_named_network_and_volume() -> None:
+    compose = yaml.safe_load((STACK / "docker-compose.yml").read_text())
+    assert compose["version"] == "2.4"  # compose v1.29 needs a version; 2.4 has health-gated depends_on
+    assert compose["networks"]["hostkit"]["name"] == "${HOSTKIT_NETWORK:-hostkit-jupyterhub}"
+    assert compose["volumes"]["hub-data"]["name"]
+    hub, nginx = compose["services"]["jupyterhub"], compose["services"]["nginx"]
+    for service in (hub, nginx):
+        assert service["restart"] == "unless-stopped"
+        assert service["healthcheck"]["test"][0] == "CMD"
+    assert "hub-data:/data" in hub["volumes"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in hub["volumes"]
+    assert hub["environment"]["HOSTKIT_NETWORK"] == "${HOSTKIT_NETWORK:-hostkit-jupyterhub}"
+    assert nginx["depends_on"]["jupyterhub"]["condition"] == "service_healthy"
+    assert all(v.endswith(":ro") for v in nginx["volumes"])
+    assert nginx["ports"] == ["${HOSTKIT_BIND:-0.0.0.0}:${HOSTKIT_PORT:-9090}:8443"]
+    assert any("${HOSTKIT_HOST_IP" in h for h in hub["extra_hosts"])
+
+
+def test_nginx_conf_has_the_intermediate_tls_profile_and_websocket_proxying() -> None:
+    conf = (STACK / "nginx.conf").read_text()
+    for needle in (
+        "listen 8443 ssl http2;",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "ssl_dhparam         /etc/nginx/certs/dhparam.pem;",
+        "Strict-Transport-Security",
+        "map $http_upgrade $connection_upgrade",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "client_max_body_size",
+        "proxy_read_timeout 86400s;",
+        "error_page 497 =301 https://",
+    ):
+        assert needle in conf, needle
+    assert not re.search(r"^\s*ssl\s+on;", conf, re.MULTILINE)  # removed in nginx 1.25.1
+
+
+class _Config(dict):  # type: ignore[type-arg]
+    """traitlets-like config: c.Section.attr = value."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self.setdefault(name, types.SimpleNamespace())
+
+
+def _load_hub_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[_Config, Any]:
+    for key in list(__import__("os").environ):
+        if key.startswith("HOSTKIT_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    native = types.ModuleType("nativeauthenticator")
+    native.NativeAuthenticator = type("NativeAuthenticator", (), {})  # type: ignore[attr-defined]
+    orm = types.ModuleType("nativeauthenticator.orm")
+    orm.UserInfo = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "nativeauthenticator", native)
+    monkeypatch.setitem(sys.modules, "nativeauthenticator.orm", orm)
+    # the hub's own modules exist only in the hub image: stand-ins with the used names
+    apihandlers = types.ModuleType("jupyterhub.apihandlers")
+    apihandlers.APIHandler = type("APIHandler", (), {})  # type: ignore[attr-defined]
+    scopes = types.ModuleType("jupyterhub.scopes")
+    scopes.needs_scope = lambda scope: lambda func: func  # type: ignore[attr-defined]
+    tornado_web = types.ModuleType("tornado.web")
+    tornado_web.HTTPError = Exception  # type: ignore[attr-defined]
+    tornado = types.ModuleType("tornado")
+    tornado.web = tornado_web  # type: ignore[attr-defined]
+    for name, module in {
+        "jupyterhub": types.ModuleType("jupyterhub"),
+        "jupyterhub.apihandlers": apihandlers,
+        "jupyterhub.scopes": scopes,
+        "tornado": tornado,
+        "tornado.web": tornado_web,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    config = _Config()
+    namespace: dict[str, Any] = {"get_config": lambda: config, "__name__": "jupyterhub_config"}
+    exec(compile((STACK / "jupyterhub_config.py").read_text(), "jupyterhub_config.py", "exec"), namespace)  # noqa: S102
+    return config, namespace
+
+
+def test_hub_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    c, ns = _load_hub_config(monkeypatch, {})
+    assert c.JupyterHub.hub_ip == "0.0.0.0"  # noqa: S104 - the expected setting
+    assert c.JupyterHub.hub_connect_ip == "jupyterhub"
+    assert c.JupyterHub.cleanup_servers is False
+    assert c.JupyterHub.cookie_secret_file.startswith("/data/")
+    assert c.JupyterHub.db_url == "sqlite:////data/jupyterhub.sqlite"
+    assert c.DockerSpawner.network_name == "hostkit-jupyterhub"
+    assert c.DockerSpawner.remove is True
+    assert c.DockerSpawner.volumes == {"jupyterhub-user-{username}": "/home/jovyan/work"}
+    assert c.NativeAuthenticator.open_signup is False
+    assert c.NativeAuthenticator.allowed_failed_logins == 5
+    assert c.NativeAuthenticator.check_common_password is True
+    assert c.Authenticator.allow_all is True
+    assert c.Authenticator.admin_users == {"admin"}
+    assert c.JupyterHub.authenticator_class is ns["HostkitAuthenticator"]
+    assert ns["ApproveAPIHandler"].post.__name__ == "post"
+    (culler_role,) = [r for r in c.JupyterHub.load_roles if r["name"] == "idle-culler"]
+    assert sorted(culler_role["scopes"]) == sorted(
+        ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+    )
+    assert culler_role["services"] == ["idle-culler"]
+    (culler,) = c.JupyterHub.services
+    assert "--timeout=3600" in culler["command"]
+    # without a token there is no hostkit service at all
+    assert [s["name"] for s in c.JupyterHub.services] == ["idle-culler"]
+
+
+def test_hub_config_takes_site_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    c, _ = _load_hub_config(
+        monkeypatch,
+        {
+            "HOSTKIT_NETWORK": "campus-net",
+            "HOSTKIT_ADMIN": "prof",
+            "HOSTKIT_CULL_TIMEOUT": "40",
+            "HOSTKIT_MEM_LIMIT": "1G",
+            "HOSTKIT_CPU_LIMIT": "0.5",
+            "HOSTKIT_HOST_ALIAS": "dbhost",
+            "HOSTKIT_HOST_IP": "10.0.0.7",
+            "HOSTKIT_API_TOKEN": "abc",
+            "HOSTKIT_USER_VOLUME": "t1-user-{username}",
+        },
+    )
+    assert c.DockerSpawner.network_name == "campus-net"
+    assert c.Authenticator.admin_users == {"prof"}
+    assert c.DockerSpawner.mem_limit == "1G"
+    assert c.DockerSpawner.cpu_limit == 0.5
+    assert c.DockerSpawner.extra_host_config == {"extra_hosts": {"dbhost": "10.0.0.7"}}
+    assert c.DockerSpawner.volumes == {"t1-user-{username}": "/home/jovyan/work"}
+    culler = c.JupyterHub.services[0]
+    assert "--timeout=40" in culler["command"]
+    assert "--cull-every=20" in culler["command"]
+    hostkit = [s for s in c.JupyterHub.services if s["name"] == "hostkit"]
+    assert hostkit == [{"name": "hostkit", "api_token": "abc"}]
+    (role,) = [r for r in c.JupyterHub.load_roles if r["name"] == "hostkit"]
+    assert "admin:users" in role["scopes"]
+    assert "admin:servers" not in role["scopes"]
+
+
+def test_singleuser_dockerfile_turns_record_timing_on_and_installs_the_seed_extensions() -> None:
+    text = (STACK / "singleuser" / "Dockerfile").read_text()
+    assert '"recordTiming"] = True' in text
+    for package in (
+        "psycopg2-binary",
+        "pyspark[pandas_on_spark]",
+        "bokeh",
+        "plotly",
+        "jupyter-resource-usage",
+        "ipympl",
+        "jupyterlab-lsp",
+        "python-lsp-server",
+        "jupyter_bokeh",
+        "jupyterlab-execute-time",
+        "octave_kernel",
+        "openjdk-21-jre-headless",
+    ):
+        assert package in text, package
