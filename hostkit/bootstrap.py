@@ -32,7 +32,7 @@ from hostkit.daemon_config import (
     render_daemon_json,
 )
 from hostkit.errors import HostkitError, UsageError
-from hostkit.facts import Facts
+from hostkit.facts import Facts, version_tuple
 from hostkit.host import CommandResult, LocalHost
 from hostkit.steps import Change, StepNotReady
 
@@ -161,12 +161,6 @@ def docker_api_info(host: LocalHost, timeout: float = 15) -> Optional[dict[str, 
     if not isinstance(info, dict) or not info.get("ServerVersion"):
         return None  # the CLI prints a partial object when the daemon is down
     return info
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    """'20.10.24+dfsg1' -> (20, 10, 24)."""
-    nums = re.findall(r"\d+", re.split(r"[+-]", text, maxsplit=1)[0])
-    return tuple(int(n) for n in nums[:3])
 
 
 def docker_version(host: LocalHost) -> str:

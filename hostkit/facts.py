@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, TypeVar
@@ -38,6 +39,13 @@ def _once(method: Callable[[Facts], T]) -> Callable[[Facts], T]:
         return value  # type: ignore[no-any-return]
 
     return wrapper
+
+
+def version_tuple(text: str) -> tuple[int, int, int]:
+    """'20.10.24+dfsg1' -> (20, 10, 24); missing or unparsable parts count as 0."""
+    parts = [int(p) for p in re.findall(r"\d+", re.split(r"[+-]", text, maxsplit=1)[0])[:3]]
+    parts += [0] * (3 - len(parts))
+    return parts[0], parts[1], parts[2]
 
 
 @dataclass(frozen=True)

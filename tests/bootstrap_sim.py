@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from hostkit.bootstrap import version_tuple
 from hostkit.errors import HostkitError
+from hostkit.facts import version_tuple
 from hostkit.host import CommandResult, LocalHost
 
 OS_RELEASE = Path(__file__).resolve().parent / "fixtures" / "os-release"

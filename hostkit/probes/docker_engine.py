@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from hostkit.doctor import ProbeContext
 from hostkit.errors import HostkitError
+from hostkit.facts import version_tuple
 from hostkit.probes import probe
 from hostkit.results import Outcome
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    """'20.10.24+dfsg1' -> (20, 10, 24); unparsable parts count as 0."""
-    parts = re.findall(r"\d+", text.split("+", maxsplit=1)[0].split("-", maxsplit=1)[0])[:3]
-    return tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
 
 
 @probe("docker_installed")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hostkit.doctor import ProbeContext
 from hostkit.errors import HostkitError
+from hostkit.facts import version_tuple
 from hostkit.probes import probe
-from hostkit.probes.docker_engine import version_tuple
 from hostkit.results import Outcome
 
 
