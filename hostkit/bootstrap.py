@@ -1107,39 +1107,3 @@ def apply_config_with_restart(host: LocalHost, facts: Facts, plan: ConfigPlan) -
                            "rolled back to the old config, Docker is running",
                            "the old file is back in place; see the log") from exc
 
-
-# ---- verification: DNS and egress from a container -------------------------------------
-
-def pick_probe_image(host: LocalHost, wanted: Optional[str]) -> Optional[str]:
-    """The image to probe with: the one asked for, else a local one (there may be no registry)."""
-    if wanted:
-        return wanted
-    res = host.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], timeout=30)
-    names = [n for n in res.stdout.split() if "<none>" not in n]
-    for n in names:
-        if "hostkit" in n or "jupyterhub" in n:
-            return n
-    return names[0] if names else None
-
-
-def probe_container_network(host: LocalHost, image: str, name: str) -> tuple[bool, str]:
-    """Resolve `name` and fetch http://name/ from a throwaway container on the bridge."""
-    url = f"http://{name}/"
-    script = (
-        f"(getent hosts {name} || nslookup {name} || "
-        f"python3 -c 'import socket; socket.getaddrinfo(\"{name}\", 80)') >/dev/null 2>&1 "
-        "|| { echo DNS; exit 11; }; "
-        f"(wget -q -O /dev/null {url} || curl -fsS -o /dev/null {url} || python3 -c "
-        f"'import urllib.request; urllib.request.urlopen(\"{url}\", timeout=15)') "
-        ">/dev/null 2>&1 || { echo EGRESS; exit 12; }; echo OK")
-    res = host.run(["docker", "run", "--rm", "--entrypoint", "sh", image, "-c", script],
-                   timeout=120)
-    if res.ok and "OK" in res.stdout:
-        return True, f"a container ({image}) resolved {name} and reached {url}"
-    if res.returncode == 11:
-        return False, f"a container ({image}) cannot resolve {name} (dns in daemon.json: " \
-                      "are those resolvers reachable from here? use --dns)"
-    if res.returncode == 12:
-        return False, f"a container ({image}) resolves {name} but cannot reach {url}"
-    return False, f"probe container failed: {_last(res.stderr or res.stdout)}"
-

@@ -26,8 +26,6 @@ from hostkit.bootstrap import (
     FirewalldStep,
     RelocateStep,
     docker_api_info,
-    pick_probe_image,
-    probe_container_network,
     run_streaming,
 )
 from hostkit.errors import HostkitError, UsageError
@@ -123,20 +121,34 @@ def _hostname(host: LocalHost) -> str:
 
 
 def _network_probe(host: LocalHost, options: BootstrapOptions) -> StepResult:
-    """DNS and egress proven from a throwaway container, after every daemon change."""
+    """DNS and egress proven from a throwaway container, after every daemon change.
+
+    The same probes as `hostkit doctor`'s dns.container and net.container-egress.
+    """
+    from hostkit.doctor import ProbeContext
+    from hostkit.probes.containers import NoProbeImage, container_dns, container_egress
+    from hostkit.results import Status
+    from hostkit.settings import Settings
+
     title = "containers resolve names and reach out"
     start = time.monotonic()
     if docker_api_info(host) is None:
         return StepResult("network", title, FAILED, message="Docker is not running")
-    image = pick_probe_image(host, options.probe_image)
-    if not image:
+    ctx = ProbeContext(host, Facts(host), Settings(probe_image=options.probe_image or ""))
+    try:
+        outcome = container_dns(ctx, name=options.probe_host)
+        if outcome.status is Status.PASS:
+            outcome = container_egress(ctx, target=f"{options.probe_host}:80")
+    except NoProbeImage:
         return StepResult("network", title, SKIPPED,
                           message="no local image to probe with (there may be no registry)",
                           hint="pass --probe-image IMAGE")
-    ok, msg = probe_container_network(host, image, options.probe_host)
-    hint = "set the site's resolvers with --dns" if "resolve" in msg and not ok else ""
-    return StepResult("network", title, OK if ok else FAILED, message=msg, hint=hint,
-                      seconds=time.monotonic() - start)
+    except HostkitError as exc:
+        return StepResult("network", title, FAILED, message=exc.message, hint=exc.hint,
+                          seconds=time.monotonic() - start)
+    ok = outcome.status is Status.PASS
+    return StepResult("network", title, OK if ok else FAILED, message=outcome.summary,
+                      hint="" if ok else outcome.hint, seconds=time.monotonic() - start)
 
 
 def _hostkit_argv(*args: str) -> list[str]:

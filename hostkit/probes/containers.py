@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import shlex
 from typing import Any, Optional
 
@@ -11,7 +12,8 @@ from hostkit.errors import HostkitError
 from hostkit.probes import probe
 from hostkit.results import Outcome
 
-# Images hostkit builds or tests with, best first: each has a shell, getent and python3.
+# Images hostkit builds or tests with, best first: each has a shell, getent and python3
+# (the probes also make do with busybox: nslookup and nc).
 PREFERRED_IMAGES = ("hostkit/jupyterhub", "hostkit/singleuser", "hostkit/debian-base", "hostkit-test/minbase")
 
 
@@ -40,20 +42,27 @@ def run_in_container(
 ) -> tuple[int, str]:
     """Run `sh -c script` in a fresh container that is always removed; (exit code, output).
 
-    The script is bounded inside the container (coreutils `timeout`, exit 124), because a
-    resolver that never answers makes glibc retry for far longer than a check may take.
+    The wait is bounded here, not by a `timeout` binary in the image (busybox images may
+    lack one): a resolver that never answers makes glibc retry for far longer than a check
+    may take. A container still running after `limit` seconds is killed and reported as
+    exit 124, the code `timeout` uses.
     """
+    import requests
+
     client = ctx.facts.docker_client()
     image = pick_probe_image(ctx)  # NoProbeImage propagates: evaluate() reports it as SKIP
-    kwargs: dict[str, Any] = {"labels": {"hostkit.probe": "1"}}
+    kwargs: dict[str, Any] = {"labels": {"hostkit.probe": "1"}, "entrypoint": ["sh", "-c"]}
     if network:
         kwargs["network"] = network
-    container = client.containers.create(image, ["timeout", str(limit), "sh", "-c", script], **kwargs)
+    container = client.containers.create(image, [script], **kwargs)
     try:
         container.start()
-        status = container.wait(timeout=limit + 15)
+        try:
+            code = int(container.wait(timeout=limit).get("StatusCode", 1))
+        except requests.exceptions.RequestException:  # the wait's read timed out
+            container.kill()
+            code = 124
         output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace").strip()
-        code = int(status.get("StatusCode", 1))
         if code == 124:
             output = (output + f"\n(gave up after {limit}s)").strip()
         return code, output
@@ -65,6 +74,14 @@ def run_in_container(
         # removing a throwaway container is best effort; its label lets an admin find leftovers
         with contextlib.suppress(Exception):
             container.remove(force=True)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _network_or_skip(ctx: ProbeContext, network: str) -> Optional[Outcome]:
@@ -81,22 +98,30 @@ def container_dns(ctx: ProbeContext, name: str = "pypi.org", network: str = "") 
     skip = _network_or_skip(ctx, network)
     if skip:
         return skip
-    code, out = run_in_container(ctx, f"getent hosts {shlex.quote(name)}", network or None)
+    quoted = shlex.quote(name)
+    # getent where glibc is (Debian/RHEL images), busybox nslookup where it is not
+    script = f"getent hosts {quoted} 2>/dev/null || nslookup {quoted}"
+    code, out = run_in_container(ctx, script, network or None)
     where = f"a container on {network}" if network else "a container"
     if code == 0 and out:
-        return Outcome.ok(f"{where} resolves {name} -> {out.split()[0]}")
+        first = out.split()[0]
+        shown = f" -> {first}" if _is_ip(first) else ""  # nslookup output starts otherwise
+        return Outcome.ok(f"{where} resolves {name}{shown}")
+    why = "no resolver answered" if code == 124 else f"exit {code}"
     return Outcome.fail(
-        f"{where} cannot resolve {name} (exit {code})",
+        f"{where} cannot resolve {name} ({why})",
         actual=out[-200:],
         hint="set reachable resolvers: hostkit bootstrap --dns IP; on firewalld "
         "hosts check docker0's zone; then restart Docker",
     )
 
 
+# Whatever the image has: python3 (most), bash's /dev/tcp (Debian/RHEL bases), busybox nc.
 _TCP_SCRIPT = (
     'if command -v python3 >/dev/null; then python3 -c "import socket,sys; '
     'socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout={t}).close()" {h} {p}; '
-    "else timeout {t} bash -c 'exec 3<>/dev/tcp/{h}/{p}'; fi"
+    "elif command -v bash >/dev/null; then bash -c 'exec 3<>/dev/tcp/{h}/{p}'; "
+    "else nc -w {t} {h} {p} -e true; fi"
 )
 
 

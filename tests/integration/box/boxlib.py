@@ -102,7 +102,7 @@ class Box:
         self.sh(
             "set -e; rm -rf /tmp/tiny; mkdir -p /tmp/tiny/bin /tmp/tiny/etc; "
             "cp /bin/busybox /tmp/tiny/bin/; "
-            "for a in sh nslookup wget sleep cat sha256sum find sort xargs dd ln mkdir; do "
+            "for a in sh nslookup nc wget sleep cat sha256sum find sort xargs dd ln mkdir; do "
             "ln -s busybox /tmp/tiny/bin/$a; done; "
             "tar -C /tmp/tiny -c . | docker import - hostkit-tiny:1 >/dev/null; "
             "docker volume create hkdata >/dev/null; "
