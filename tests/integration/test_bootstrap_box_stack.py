@@ -88,7 +88,12 @@ def test_bootstrap_deploys_the_stack_and_the_hub_answers_over_https(box: Box) ->
     assert "certs, .env and the stack (hostkit stack up)" in res.stdout
     assert "hostkit doctor" in res.stdout
     assert box.docker_root() == "/srv/docker"
-    ip = box.sh("hostname -I").stdout.split()[0]
+    # the box's address on this host's network: `hostname -I` inside it lists its own inner
+    # bridges first, which from out here may be this host's own gateways
+    ip = subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", box.name],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # the stack's certificate is self-signed on purpose
