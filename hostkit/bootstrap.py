@@ -34,6 +34,7 @@ from hostkit.daemon_config import (
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts, version_tuple
 from hostkit.host import CommandResult, LocalHost
+from hostkit.settings import SETTINGS_FILE, render_settings_toml
 from hostkit.steps import Change, StepNotReady
 
 log = logging.getLogger("hostkit.bootstrap")
@@ -1107,3 +1108,29 @@ def apply_config_with_restart(host: LocalHost, facts: Facts, plan: ConfigPlan) -
                            "rolled back to the old config, Docker is running",
                            "the old file is back in place; see the log") from exc
 
+
+
+# ---- the site's settings, for later `hostkit doctor` runs -------------------------------
+
+class SiteSettingsStep:
+    """Record what bootstrap set up, so a later `hostkit doctor` checks against it."""
+
+    name = "settings"
+    title = f"{SETTINGS_FILE}: what the doctor checks against"
+
+    def __init__(self, updates: dict[str, Any]) -> None:
+        self.updates = updates
+        self._text = ""
+
+    def check(self, host: LocalHost, facts: Facts) -> list[Change]:
+        existing = host.read_text(SETTINGS_FILE) if host.exists(SETTINGS_FILE) else ""
+        self._text = render_settings_toml(existing, self.updates)  # bad TOML: UsageError
+        if self._text == existing:
+            return []
+        diff = "\n".join(list(difflib.unified_diff(existing.splitlines(), self._text.splitlines(),
+                                                   SETTINGS_FILE, SETTINGS_FILE + " (hostkit)",
+                                                   lineterm="", n=0))[2:])
+        return [Change(f"record {', '.join(sorted(self.updates))}", diff)]
+
+    def apply(self, host: LocalHost, facts: Facts, changes: Sequence[Change]) -> None:
+        host.write_text(SETTINGS_FILE, self._text, mode=0o644, backup=True)

@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -25,6 +25,7 @@ from hostkit.bootstrap import (
     DockerInstallStep,
     FirewalldStep,
     RelocateStep,
+    SiteSettingsStep,
     docker_api_info,
     run_streaming,
 )
@@ -262,8 +263,14 @@ def bootstrap(
     log_path = _start_log(host, "bootstrap")
     facts = Facts(host)
     relocate = RelocateStep(data_root, options, progress=_RichProgress(out))
+    recorded: dict[str, Any] = {"public_port": port, "dns": list(options.dns),
+                                "log_max_size": log_max_size, "log_max_file": str(log_max_file),
+                                "deploy_dir": stack_dir}
+    if data_root:
+        recorded["data_root"] = data_root
     steps: list[Step] = [DistroStep(force), DockerInstallStep(docker_source),
-                         FirewalldStep(port), relocate, DaemonJsonStep(options)]
+                         FirewalldStep(port), relocate, DaemonJsonStep(options),
+                         SiteSettingsStep(recorded)]
 
     out.print("[bold]Plan[/bold]" + (" (dry run: nothing will change)" if dry_run else ""))
     plan = Plan(steps, dry_run=dry_run, confirm=_confirm(yes),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -24,9 +25,10 @@ class Settings:
     deploy_dir: str = "/opt/hostkit"
     public_port: int = 9090
     server_name: str = ""  # host name clients use; empty = this host's FQDN
-    cert_file: str = "/opt/hostkit/certs/hostkit.crt"
-    key_file: str = "/opt/hostkit/certs/hostkit.key"
-    dhparam_file: str = "/opt/hostkit/certs/dhparam.pem"
+    # empty: the files `hostkit certs` writes under deploy_dir/certs/
+    cert_file: str = ""
+    key_file: str = ""
+    dhparam_file: str = ""
     users: int = 10  # how many people use the hub at once, for sizing checks
     mem_per_user_gib: float = 1.0
     disk_per_user_gib: float = 2.0  # each user's named volume lives on the data-root
@@ -45,8 +47,26 @@ class Settings:
     min_free_gib: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name, default in _cert_paths(self.deploy_dir).items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, default)  # frozen: set once, at construction
+
     def with_overrides(self, **values: Any) -> Settings:
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+        """These values instead (None: keep); certificate paths follow a new deploy_dir."""
+        given = {k: v for k, v in values.items() if v is not None}
+        if "deploy_dir" in given:
+            derived = _cert_paths(self.deploy_dir)
+            for name in derived:
+                if getattr(self, name) == derived[name] and name not in given:
+                    given[name] = ""  # re-derived from the new deploy_dir
+        return replace(self, **given)
+
+
+def _cert_paths(deploy_dir: str) -> dict[str, str]:
+    return {"cert_file": f"{deploy_dir}/certs/hostkit.crt",
+            "key_file": f"{deploy_dir}/certs/hostkit.key",
+            "dhparam_file": f"{deploy_dir}/certs/dhparam.pem"}
 
 
 def load_settings(host: LocalHost, path: str = SETTINGS_FILE) -> Settings:
@@ -66,3 +86,33 @@ def load_settings(host: LocalHost, path: str = SETTINGS_FILE) -> Settings:
     if "dns" in data:
         data["dns"] = tuple(data["dns"])
     return Settings(**data)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to {SETTINGS_FILE}")
+
+
+def render_settings_toml(existing_text: str, updates: dict[str, Any]) -> str:
+    """The settings file with `updates` applied and every other key kept (pure).
+
+    Values the admin set by hand stay, except those `updates` names; keys are sorted so
+    that the same settings always give the same text (a second bootstrap changes nothing).
+    """
+    try:
+        data: dict[str, Any] = tomllib.loads(existing_text) if existing_text.strip() else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{SETTINGS_FILE}: {exc}", "fix the TOML syntax; hostkit leaves it untouched") \
+            from exc
+    data.update(updates)
+    lines = ["# hostkit's site settings: what `hostkit doctor` checks this host against.",
+             "# Written by `hostkit bootstrap`; keys you add by hand are kept."]
+    lines += [f"{key} = {_toml_value(data[key])}" for key in sorted(data)]
+    return "\n".join(lines) + "\n"

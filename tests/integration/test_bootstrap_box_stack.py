@@ -6,6 +6,7 @@ loaded into the box's own dockerd, since there is no registry to pull from.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -103,6 +104,15 @@ def test_bootstrap_deploys_the_stack_and_the_hub_answers_over_https(box: Box) ->
     assert res.returncode == 0, res.stdout[-3000:]
     assert "stack changed" in res.stdout
     assert "doctor ok" in res.stdout
+
+    # a later plain `hostkit doctor` judges the host by what bootstrap recorded
+    doctor = box.sh("hostkit doctor --format json", check=False)
+    statuses = {c["id"]: c["status"] for c in json.loads(doctor.stdout)["checks"]}
+    assert statuses["daemon.dns"] == "pass"
+    assert statuses["daemon.data-root"] == "pass"
+    assert statuses["firewall.public-port"] == "pass"
+    assert statuses["storage.volume-sources"] == "pass"
+    assert statuses["stack.https"] == "pass"
 
     # converged: the host steps change nothing and Docker is not restarted
     before = box.sh("systemctl show -p ExecMainStartTimestamp docker.service").stdout
