@@ -32,6 +32,7 @@ from hostkit.bootstrap import (
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import LocalHost
+from hostkit.stack import primary_ip
 from hostkit.steps import (
     CHANGED,
     FAILED,
@@ -103,15 +104,6 @@ def _confirm(yes: bool) -> Callable[[list[tuple[Step, Change]]], bool]:
         return typer.confirm("Go ahead?", default=False)
 
     return ask
-
-
-def _primary_ip(host: LocalHost) -> str:
-    try:
-        res = host.run(["ip", "-4", "route", "get", "1.1.1.1"], timeout=10)
-    except HostkitError:
-        return "127.0.0.1"
-    m = re.search(r"\bsrc\s+(\S+)", res.stdout)
-    return m.group(1) if m else "127.0.0.1"
 
 
 def _hostname(host: LocalHost) -> str:
@@ -300,7 +292,7 @@ def bootstrap(
     out.print(render_summary(result) + _extra_summary(extra))
     failed = result.failed or any(r.status == FAILED for r in extra)
     if not failed:
-        ip = _primary_ip(host)
+        ip = primary_ip(host) or "127.0.0.1"
         when = "" if stack_options.enabled else " (once `hostkit stack up` has run)"
         name = stack_options.hostname or _hostname(host)
         out.print(f"URL{when}: https://{ip}:{port}/   (clients' /etc/hosts: {ip} {name})")

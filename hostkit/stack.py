@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from hostkit.errors import HostkitError, UsageError
+from hostkit.facts import Facts
 from hostkit.host import CommandResult, LocalHost
 from hostkit.images import stack_assets_dir
 
@@ -103,27 +105,24 @@ def format_env(env: dict[str, str]) -> str:
 
 
 def primary_ip(host: LocalHost) -> Optional[str]:
-    """The address this host uses for outbound traffic (the default route's source)."""
-    result = host.run(["ip", "-j", "route", "get", "1.1.1.1"])
-    if not result.ok:
-        return None
+    """The address this host uses for outbound traffic (the default route's source).
+
+    Parsed from text, not `ip -j`: CentOS 7's iproute2 predates JSON output.
+    """
     try:
-        routes = json.loads(result.stdout)
-    except json.JSONDecodeError:
+        result = host.run(["ip", "-4", "route", "get", "1.1.1.1"], timeout=10)
+    except HostkitError:
         return None
-    for route in routes:
-        if route.get("prefsrc"):
-            return str(route["prefsrc"])
-    return None
+    found = re.search(r"\bsrc\s+(\S+)", result.stdout) if result.ok else None
+    return found.group(1) if found else None
 
 
 # ---- compose ---------------------------------------------------------------------------
 def detect_compose(host: LocalHost) -> list[str]:
-    """`docker compose` (v2) when present, else `docker-compose` (v1)."""
-    if host.which("docker") and host.run(["docker", "compose", "version"], timeout=30).ok:
-        return ["docker", "compose"]
-    if host.which("docker-compose") and host.run(["docker-compose", "version"], timeout=30).ok:
-        return ["docker-compose"]
+    """`docker compose` (v2) when present, else `docker-compose` (v1): the doctor's fact."""
+    compose = Facts(host).compose()
+    if compose:
+        return list(compose.argv)
     raise HostkitError(
         "neither `docker compose` nor `docker-compose` works on this host",
         "install the compose plugin (docker-compose-plugin) or docker-compose",

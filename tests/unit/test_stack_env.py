@@ -73,13 +73,13 @@ def test_install_files_copies_the_stack_and_reports_only_changes(tmp_path: Path)
 
 
 def test_detect_compose_prefers_v2_then_v1(tmp_path: Path) -> None:
-    v2 = FakeHost(tmp_path, {("docker", "compose", "version"): "Docker Compose version v2.30"})
+    v2 = FakeHost(tmp_path, {("docker", "compose", "version", "--short"): "2.30.3"})
     assert stack_mod.detect_compose(v2) == ["docker", "compose"]
     v1 = FakeHost(
         tmp_path,
         {
-            ("docker", "compose", "version"): CommandResult((), 1, "", "not a docker command"),
-            ("docker-compose", "version"): "docker-compose version 1.29.2",
+            ("docker", "compose", "version", "--short"): CommandResult((), 1, "", "not a docker command"),
+            ("docker-compose", "version", "--short"): "1.29.2",
         },
         binaries=("docker", "docker-compose"),
     )
@@ -89,8 +89,8 @@ def test_detect_compose_prefers_v2_then_v1(tmp_path: Path) -> None:
 
 
 def test_primary_ip_reads_the_default_routes_source(tmp_path: Path) -> None:
-    route = json.dumps([{"dst": "1.1.1.1", "gateway": "10.0.0.1", "prefsrc": "10.0.0.7"}])
-    host = FakeHost(tmp_path, {("ip", "-j", "route", "get", "1.1.1.1"): route}, binaries=("ip",))
+    route = "1.1.1.1 via 10.0.0.1 dev eth0 src 10.0.0.7 uid 0 \n    cache \n"
+    host = FakeHost(tmp_path, {("ip", "-4", "route", "get", "1.1.1.1"): route}, binaries=("ip",))
     assert stack_mod.primary_ip(host) == "10.0.0.7"
     assert stack_mod.primary_ip(FakeHost(tmp_path, binaries=("ip",))) is None
 
