@@ -32,7 +32,7 @@ from hostkit.daemon_config import (
     render_daemon_json,
 )
 from hostkit.errors import HostkitError, UsageError
-from hostkit.facts import Facts, version_tuple
+from hostkit.facts import Facts, docker_unit_text, version_tuple
 from hostkit.host import CommandResult, LocalHost
 from hostkit.settings import SETTINGS_FILE, render_settings_toml
 from hostkit.steps import Change, StepNotReady
@@ -557,14 +557,6 @@ class ConfigPlan:
         return "\n".join(list(lines)[2:])
 
 
-def unit_text(host: LocalHost, facts: Facts) -> str:
-    """docker.service as systemd sees it (unit plus drop-ins, in order)."""
-    if facts.init_system() != "systemd":
-        return ""
-    res = host.run(["systemctl", "cat", "docker.service"], timeout=30)
-    return res.stdout if res.ok else ""
-
-
 def plan_config(host: LocalHost, facts: Facts, options: DaemonOptions) -> ConfigPlan:
     """Read daemon.json (a malformed one stops everything) and render the desired one."""
     existing_text = host.read_text(DAEMON_JSON) if host.exists(DAEMON_JSON) else None
@@ -574,7 +566,7 @@ def plan_config(host: LocalHost, facts: Facts, options: DaemonOptions) -> Config
     if problems:
         raise HostkitError(f"{DAEMON_JSON}: " + "; ".join(problems),
                            "dockerd would refuse this file; fix those keys by hand")
-    text = unit_text(host, facts)
+    text = docker_unit_text(host, facts)
     conflicts = conflicting_flags(text, desired)
     existing_dropin = host.read_text(DROP_IN) if host.exists(DROP_IN) else None
     dropin: Optional[str] = existing_dropin

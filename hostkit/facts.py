@@ -41,6 +41,32 @@ def _once(method: Callable[[Facts], T]) -> Callable[[Facts], T]:
     return wrapper
 
 
+UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system", "/etc/systemd/system")
+
+
+def docker_unit_text(host: LocalHost, facts: Facts) -> str:
+    """docker.service as systemd assembles it (the unit, then its drop-ins in order).
+
+    Empty where systemd is not the init: the unit file may be installed but nothing uses it.
+    `systemctl cat` is the authority where it runs; without it (a host mounted under a
+    temporary root) the same directories are read in systemd's order.
+    """
+    if facts.init_system() != "systemd":
+        return ""
+    if host.which("systemctl"):
+        res = host.run(["systemctl", "cat", "docker.service"], timeout=30)
+        return res.stdout if res.ok else ""
+    base = ""
+    for directory in UNIT_DIRS:  # later directories override earlier ones
+        if host.exists(f"{directory}/docker.service"):
+            base = host.read_text(f"{directory}/docker.service")
+    dropins: dict[str, str] = {}
+    for directory in (*UNIT_DIRS, "/run/systemd/system"):
+        for path in host.glob(f"{directory}/docker.service.d", "*.conf"):
+            dropins[path.rsplit("/", 1)[1]] = path  # same name: the later directory wins
+    return "\n".join([base] + [host.read_text(dropins[name]) for name in sorted(dropins)])
+
+
 def version_tuple(text: str) -> tuple[int, int, int]:
     """'20.10.24+dfsg1' -> (20, 10, 24); missing or unparsable parts count as 0."""
     parts = [int(p) for p in re.findall(r"\d+", re.split(r"[+-]", text, maxsplit=1)[0])[:3]]

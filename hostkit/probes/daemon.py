@@ -14,10 +14,9 @@ from hostkit.daemon_config import (
 )
 from hostkit.doctor import ProbeContext
 from hostkit.errors import HostkitError
+from hostkit.facts import docker_unit_text
 from hostkit.probes import probe
 from hostkit.results import Outcome
-
-UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system", "/etc/systemd/system")
 
 
 def read_daemon_json(ctx: ProbeContext) -> Optional[dict[str, Any]]:
@@ -137,25 +136,11 @@ def daemon_json_data_root(ctx: ProbeContext) -> Outcome:
     return Outcome.ok(f"data-root {want}")
 
 
-def unit_text(ctx: ProbeContext) -> str:
-    """docker.service as systemd would assemble it: the unit, then its drop-ins in order."""
-    base = ""
-    for directory in UNIT_DIRS:  # later directories override earlier ones
-        path = f"{directory}/docker.service"
-        if ctx.host.exists(path):
-            base = ctx.host.read_text(path)
-    dropins: dict[str, str] = {}
-    for directory in (*UNIT_DIRS, "/run/systemd/system"):
-        for path in ctx.host.glob(f"{directory}/docker.service.d", "*.conf"):
-            dropins[path.rsplit("/", 1)[1]] = path
-    return "\n".join([base] + [ctx.host.read_text(dropins[name]) for name in sorted(dropins)])
-
-
 @probe("daemon_unit_conflicts")
 def daemon_unit_conflicts(ctx: ProbeContext) -> Outcome:
-    text = unit_text(ctx)
+    text = docker_unit_text(ctx.host, ctx.facts)
     if not text.strip():
-        return Outcome.skip("no docker.service unit on this host")
+        return Outcome.skip("no docker.service in use (systemd is not the init, or no such unit)")
     try:
         config = read_daemon_json(ctx) or {}
     except DaemonJsonError:

@@ -63,6 +63,7 @@ def test_dns_differing_from_settings_warns(fake_host: FakeHost, run_check: RunCh
 def test_unit_flag_also_in_daemon_json_fails(fake_host: FakeHost, run_check: RunCheck) -> None:
     fake_host.files(
         {
+            "/proc/1/comm": "systemd\n",
             "/lib/systemd/system/docker.service": (
                 "[Service]\nExecStart=/usr/bin/dockerd -H fd:// --containerd=/run/c.sock\n"
             ),
@@ -77,6 +78,7 @@ def test_unit_flag_also_in_daemon_json_fails(fake_host: FakeHost, run_check: Run
 def test_drop_in_that_resets_execstart_clears_the_conflict(fake_host: FakeHost, run_check: RunCheck) -> None:
     fake_host.files(
         {
+            "/proc/1/comm": "systemd\n",
             "/lib/systemd/system/docker.service": "[Service]\nExecStart=/usr/bin/dockerd -H fd://\n",
             "/etc/systemd/system/docker.service.d/hostkit.conf": (
                 "[Service]\nExecStart=\nExecStart=/usr/bin/dockerd\n"
@@ -323,3 +325,12 @@ def test_volumes_under_the_root_pass(tmp_path, run_check: RunCheck) -> None:
     docker.containers.items = [FakeContainer("db", {"Mounts": [
         {"Type": "volume", "Name": "v", "Source": "/var/lib/docker/volumes/v/_data"}]})]
     assert run_check("storage.volume-sources", FakeHost(tmp_path, docker=docker)).status is Status.PASS
+
+
+def test_unit_file_not_in_use_without_systemd_is_skipped(fake_host: FakeHost, run_check: RunCheck) -> None:
+    fake_host.files({
+        "/proc/1/comm": "init\n",
+        "/lib/systemd/system/docker.service": "[Service]\nExecStart=/usr/bin/dockerd -H fd://\n",
+        "/etc/docker/daemon.json": '{"hosts": ["unix:///var/run/docker.sock"]}',
+    })
+    assert run_check("daemon.unit-conflicts", fake_host).status is Status.SKIP
