@@ -105,12 +105,15 @@ def volume_sources(ctx: ProbeContext) -> Outcome:
     """
     root = data_root(ctx).rstrip("/") + "/"
     stray = []
-    containers = ctx.facts.docker_client().containers.list(all=True)
+    # sparse: one list call, no inspect per container, which would race with containers
+    # that go away meanwhile (the doctor's own throwaway ones among them)
+    containers = ctx.facts.docker_client().containers.list(all=True, sparse=True)
     for c in containers:
+        name = (c.attrs.get("Names") or ["?"])[0].lstrip("/")
         for mount in c.attrs.get("Mounts") or []:
             source = str(mount.get("Source", ""))
             if mount.get("Type") == "volume" and source and not source.startswith(root):
-                stray.append(f"{c.name}: {mount.get('Name', '?')} at {source}")
+                stray.append(f"{name}: {mount.get('Name', '?')} at {source}")
     if stray:
         return Outcome.fail(f"{len(stray)} volume mount(s) outside {root}: " + "; ".join(stray[:5]),
                             expected=f"under {root}", actual="; ".join(stray),

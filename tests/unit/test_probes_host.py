@@ -305,9 +305,9 @@ def test_volume_left_on_the_old_root_fails(tmp_path, run_check: RunCheck) -> Non
 
     docker = FakeDocker()
     docker.containers.items = [
-        FakeContainer("db", {"Mounts": [{"Type": "volume", "Name": "pgdata",
+        FakeContainer("db", {"Names": ["/db"], "Mounts": [{"Type": "volume", "Name": "pgdata",
                                          "Source": "/var/lib/docker/volumes/pgdata/_data"}]}),
-        FakeContainer("web", {"Mounts": [{"Type": "bind", "Source": "/etc/nginx"}]}),
+        FakeContainer("web", {"Names": ["/web"], "Mounts": [{"Type": "bind", "Source": "/etc/nginx"}]}),
     ]
     info = recorded_docker_info()
     info["DockerRootDir"] = "/srv/docker"
