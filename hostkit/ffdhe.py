@@ -8,8 +8,12 @@ same size and costs nothing to make (generating 4096 bits takes minutes).
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh
+from cryptography.utils import CryptographyDeprecationWarning
 
 FFDHE_PEM: dict[int, str] = {
     2048: """\
@@ -53,11 +57,21 @@ zAqCkc3OyX3Pjsm1Wn+IpGtNtahR9EGC4caKAH5eZV9q//////////8CAQI=
 }
 
 
-def _prime(pem: str) -> int:
-    params = serialization.load_pem_parameters(pem.encode())
-    if not isinstance(params, dh.DHParameters):  # pragma: no cover - the PEMs above are DH
-        raise TypeError("not DH parameters")
-    return params.parameter_numbers().p
+def load_dh_parameters(pem: bytes) -> dh.DHParameters:
+    """Parse PEM DH parameters; ValueError when they are not.
+
+    cryptography deprecates finite-field DH *key exchange*; hostkit only reads the
+    parameters nginx will use, to judge them, so that warning is not the admin's business.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+        params = serialization.load_pem_parameters(pem)
+    if not isinstance(params, dh.DHParameters):
+        raise ValueError("not DH parameters")
+    return params
 
 
-FFDHE_PRIMES: dict[int, int] = {bits: _prime(pem) for bits, pem in FFDHE_PEM.items()}
+@functools.cache
+def ffdhe_prime(bits: int) -> int:
+    """The modulus of the RFC 7919 group of that size (parsed on first use, not at import)."""
+    return load_dh_parameters(FFDHE_PEM[bits].encode()).parameter_numbers().p

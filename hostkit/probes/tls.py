@@ -10,17 +10,16 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dh, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hostkit.doctor import ProbeContext
 from hostkit.errors import HostkitError
+from hostkit.ffdhe import FFDHE_PEM, ffdhe_prime, load_dh_parameters
 from hostkit.probes import probe
 from hostkit.results import Outcome
 
 CERTS_FIX = "hostkit certs (or put your own cert/key at the configured paths)"
 
-# RFC 7919 groups by modulus size; a file holding one of these primes is a named group.
-FFDHE_BITS = (2048, 3072, 4096, 6144, 8192)
 
 
 def load_cert(ctx: ProbeContext, path: str) -> x509.Certificate:
@@ -190,26 +189,17 @@ def tls_key_mode(ctx: ProbeContext, key: str) -> Outcome:
     return Outcome.ok(f"{key} mode {mode:04o}")
 
 
-def ffdhe_prime(bits: int) -> int:
-    """The RFC 7919 prime of that size (it is the public modulus of a published group)."""
-    from hostkit.ffdhe import FFDHE_PRIMES
-
-    return FFDHE_PRIMES[bits]
-
-
 @probe("tls_dhparam")
 def tls_dhparam(ctx: ProbeContext, path: str, min_bits: int = 2048) -> Outcome:
     if not ctx.host.exists(path):
         return Outcome.fail(f"missing: {path}", hint=CERTS_FIX)
     try:
-        params = serialization.load_pem_parameters(ctx.host.read_bytes(path))
+        params = load_dh_parameters(ctx.host.read_bytes(path))
     except ValueError as exc:
         return Outcome.fail(f"{path}: not PEM DH parameters ({exc})", hint=CERTS_FIX)
-    if not isinstance(params, dh.DHParameters):
-        return Outcome.fail(f"{path}: not DH parameters", hint=CERTS_FIX)
     numbers = params.parameter_numbers()
     bits = numbers.p.bit_length()
-    named = next((f"ffdhe{b}" for b in FFDHE_BITS if b == bits and numbers.p == ffdhe_prime(b)), "")
+    named = next((f"ffdhe{b}" for b in FFDHE_PEM if b == bits and numbers.p == ffdhe_prime(b)), "")
     if bits < min_bits:
         return Outcome.fail(
             f"DH parameters of {bits} bits (Logjam-weak)",
