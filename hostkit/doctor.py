@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from hostkit.errors import HostkitError
+from hostkit.errors import CheckNotApplicable, HostkitError
 from hostkit.facts import Facts
 from hostkit.host import LocalHost
 from hostkit.results import CheckResult, CheckSpec, Outcome, Status
@@ -45,9 +45,7 @@ def evaluate(spec: CheckSpec, ctx: ProbeContext) -> CheckResult:
     try:
         outcome = PROBES[spec.probe](ctx, **resolve_params(spec.params, ctx.settings))
     except HostkitError as exc:
-        from hostkit.probes.containers import NoProbeImage
-
-        status = Status.SKIP if isinstance(exc, NoProbeImage) else Status.ERROR
+        status = Status.SKIP if isinstance(exc, CheckNotApplicable) else Status.ERROR
         outcome = Outcome(status, exc.message, hint=exc.hint)
     except Exception as exc:
         outcome = Outcome(Status.ERROR, f"probe {spec.probe} crashed: {type(exc).__name__}: {exc}")

@@ -23,6 +23,10 @@ class UsageError(HostkitError):
     exit_code = 2
 
 
+class CheckNotApplicable(HostkitError):
+    """A probe cannot be made on this host (e.g. no image to test with): SKIP, not ERROR."""
+
+
 class CommandError(HostkitError):
     """A command on the host exited non-zero or could not be started."""
 

@@ -8,7 +8,7 @@ import shlex
 from typing import Any, Optional
 
 from hostkit.doctor import ProbeContext
-from hostkit.errors import HostkitError
+from hostkit.errors import CheckNotApplicable, HostkitError
 from hostkit.probes import probe
 from hostkit.results import Outcome
 
@@ -17,8 +17,8 @@ from hostkit.results import Outcome
 PREFERRED_IMAGES = ("hostkit/jupyterhub", "hostkit/singleuser", "hostkit/debian-base", "hostkit-test/minbase")
 
 
-class NoProbeImage(HostkitError):
-    """No image to start a test container from: the check cannot be made (SKIP, not ERROR)."""
+class NoProbeImage(CheckNotApplicable):
+    """No image to start a test container from: the check cannot be made."""
 
 
 def pick_probe_image(ctx: ProbeContext) -> str:

@@ -154,3 +154,15 @@ def test_select_by_id_prefix_and_tag() -> None:
     assert not any(s.group == "stack" for s in select(specs, None, ["stack"]))
     with pytest.raises(UsageError, match="nothing matches 'nope'"):
         select(specs, ["nope"], None)
+
+
+def test_probe_that_cannot_be_made_here_is_a_skip_not_an_error(tmp_path, monkeypatch) -> None:
+    from hostkit.probes.containers import NoProbeImage
+
+    def no_image(_ctx: ProbeContext) -> Outcome:
+        raise NoProbeImage("no local image to run a test container from", "hostkit stack build")
+
+    monkeypatch.setitem(PROBES, "t_no_image", no_image)
+    (r,) = run_checks([spec("n", "t_no_image")], ctx(tmp_path))
+    assert (r.status, r.hint) == (Status.SKIP, "hostkit stack build")
+    assert exit_code([r]) == 0
