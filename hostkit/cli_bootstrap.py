@@ -16,19 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from hostkit.bootstrap import (
-    STATE_FILE,
-    BootstrapHost,
-    BootstrapOptions,
-    DaemonJsonStep,
-    DistroStep,
-    DockerInstallStep,
-    FirewalldStep,
-    RelocateStep,
-    SiteSettingsStep,
-    docker_api_info,
-    run_streaming,
-)
+from hostkit.bootstrap import BootstrapOptions, bootstrap_steps
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import LocalHost
@@ -45,6 +33,8 @@ from hostkit.steps import (
     render_step,
     render_summary,
 )
+from hostkit.subsystems.data_root import STATE_FILE
+from hostkit.subsystems.docker_service import docker_api_info
 
 LOG_DIR = "/var/log/hostkit"
 out = Console(highlight=False)
@@ -158,7 +148,7 @@ def _run_sub(host: LocalHost, name: str, title: str, argv: list[str],
         lines.append(line)
         out.print(f"  {escape(line)}")
 
-    res = run_streaming(host, argv, show, timeout=4 * 3600)
+    res = host.run_streaming(argv, show, timeout=4 * 3600)
     seconds = time.monotonic() - start
     if not res.ok:
         seen = [ln.strip() for ln in (res.stdout + "\n" + res.stderr).splitlines() if ln.strip()]
@@ -243,7 +233,7 @@ def bootstrap(
     if docker_source not in ("distro", "docker"):
         raise UsageError(f"--docker-source {docker_source}: must be 'distro' or 'docker'")
     check_daemon_inputs(dns or [], log_max_size, log_max_file)
-    host = BootstrapHost()
+    host = LocalHost()
     if not host.is_root():
         raise UsageError("bootstrap changes the system and must run as root",
                          "run it with sudo")
@@ -254,15 +244,12 @@ def bootstrap(
     stack_options = StackOptions(stack, stack_dir, hostname, admin, tuple(stack_arg or ()))
     log_path = _start_log(host, "bootstrap")
     facts = Facts(host)
-    relocate = RelocateStep(data_root, options, progress=_RichProgress(out))
     recorded: dict[str, Any] = {"public_port": port, "dns": list(options.dns),
                                 "log_max_size": log_max_size, "log_max_file": str(log_max_file),
                                 "deploy_dir": stack_dir}
     if data_root:
         recorded["data_root"] = data_root
-    steps: list[Step] = [DistroStep(force), DockerInstallStep(docker_source),
-                         FirewalldStep(port), relocate, DaemonJsonStep(options),
-                         SiteSettingsStep(recorded)]
+    steps, relocate = bootstrap_steps(options, recorded, progress=_RichProgress(out))
 
     out.print("[bold]Plan[/bold]" + (" (dry run: nothing will change)" if dry_run else ""))
     plan = Plan(steps, dry_run=dry_run, confirm=_confirm(yes),
@@ -353,7 +340,7 @@ def cleanup(
         "--dry-run", help="List what would be removed.")] = False,
 ) -> None:
     """Delete the old Docker data roots that bootstrap moved aside (after asking)."""
-    host = BootstrapHost()
+    host = LocalHost()
     if not host.is_root():
         raise UsageError("cleanup deletes system data and must run as root", "run it with sudo")
     entries = _load_state(host)

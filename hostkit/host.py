@@ -7,7 +7,10 @@ and subclass it to answer commands from a table instead of running them.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -15,9 +18,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import sh
 
 from hostkit.errors import CommandError, HostkitError
+
+log = logging.getLogger("hostkit.host")
 
 
 @dataclass(frozen=True)
@@ -143,29 +150,97 @@ class LocalHost:
         env: Optional[dict[str, str]] = None,
         hint: str = "",
     ) -> CommandResult:
-        """Run argv (never through a shell). A missing binary or a timeout is a HostkitError."""
+        """Run argv (never through a shell). A missing binary or a timeout is a HostkitError.
+
+        Every command and its output go to the `hostkit` log (the run log under
+        /var/log/hostkit/ when a command keeps one).
+        """
         argv = [str(a) for a in argv]
-        full_env = None
-        if env or self._env:
-            full_env = {**os.environ, **(self._env or {}), **(env or {})}
+        log.debug("$ %s", shlex.join(argv))
+        full_env = self._full_env(env)
+        # subprocess, not `sh`, for plain commands: sh's timeout timer polls every 100 ms,
+        # which costs each short command ~0.1 s (measured: 106 ms against 3 ms for `true`).
         try:
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                input=input,
-                env=full_env,
-                check=False,
-            )
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  input=input, env=full_env, check=False, errors="replace")
         except FileNotFoundError as exc:
+            log.debug("  -> command not found")
             raise HostkitError(f"{argv[0]}: command not found", hint) from exc
         except subprocess.TimeoutExpired as exc:
-            raise HostkitError(f"`{' '.join(argv)}` did not finish within {timeout:g}s", hint) from exc
+            log.debug("  -> timed out after %gs", timeout)
+            raise HostkitError(f"`{shlex.join(argv)}` did not finish within {timeout:g}s",
+                               hint) from exc
         result = CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+        log.debug("  -> exit %d\n%s%s", result.returncode, _indent(result.stdout),
+                  _indent(result.stderr))
         if check and not result.ok:
             raise CommandError(argv, result.returncode, result.stderr or result.stdout, hint)
         return result
+
+    def run_streaming(self, argv: Sequence[str], on_line: Callable[[str], None], *,
+                      timeout: float = 24 * 3600, hint: str = "") -> CommandResult:
+        """Run argv, calling on_line for each line or carriage-return-terminated chunk.
+
+        For rsync's progress and image builds: stdout and stderr are one stream, so errors
+        appear where they happen. The timeout holds even while the command prints nothing.
+        """
+        argv = [str(a) for a in argv]
+        log.debug("$ %s", shlex.join(argv))
+        out: list[str] = []
+        pending = [""]
+
+        def chunk(data: str) -> None:
+            parts = re.split(r"[\r\n]", pending[0] + data)
+            pending[0] = parts.pop()
+            for text in parts:
+                if text.strip():
+                    out.append(text)
+                    on_line(text)
+
+        # `sh` does for long, streaming commands what a Popen loop cannot do simply: the
+        # timeout holds while the command prints nothing, output arrives as it is written.
+        try:
+            command = sh.Command(argv[0])
+        except sh.CommandNotFound as exc:
+            raise HostkitError(f"{argv[0]}: command not found", hint) from exc
+        try:
+            proc = command(*argv[1:], _out=chunk, _err_to_out=True, _out_bufsize=0,
+                           _encoding="utf-8", _decode_errors="replace", _return_cmd=True,
+                           _timeout=timeout, _env=self._full_env(None),
+                           _ok_code=tuple(range(256)), _tty_out=False)
+        except sh.TimeoutException as exc:
+            raise HostkitError(f"`{shlex.join(argv)}` did not finish within {timeout:g}s",
+                               hint) from exc
+        except sh.SignalException as exc:
+            raise HostkitError(f"`{shlex.join(argv)}` was killed by signal {-exc.exit_code}",
+                               hint) from exc
+        if pending[0].strip():
+            out.append(pending[0])
+            on_line(pending[0])
+        rc = int(proc.exit_code)
+        # progress chunks are noise in the log; a password shown once must not be kept there
+        lines = ["[a line mentioning a password, not logged]" if "password" in o.lower() else o
+                 for o in out if "%" not in o]
+        log.debug("  -> exit %d\n%s", rc, _indent("\n".join(lines[-50:])))
+        return CommandResult(tuple(argv), rc, "\n".join(out), "")
+
+    def _full_env(self, env: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
+        if env or self._env:
+            return {**os.environ, **(self._env or {}), **(env or {})}
+        return None
+
+    def chmod(self, path: str, mode: int) -> None:
+        try:
+            os.chmod(self.path(path), mode)
+        except OSError as exc:
+            raise HostkitError(f"{path}: {exc.strerror or exc}") from exc
+
+    def unlink(self, path: str) -> None:
+        """Remove a file; a missing one is fine."""
+        try:
+            self.path(path).unlink(missing_ok=True)
+        except OSError as exc:
+            raise HostkitError(f"{path}: {exc.strerror or exc}") from exc
 
     def is_root(self) -> bool:
         return os.geteuid() == 0
@@ -184,6 +259,10 @@ class LocalHost:
                 "start it: systemctl start docker (or `service docker start`)",
             ) from exc
         return client
+
+
+def _indent(text: str) -> str:
+    return "".join(f"     {line}\n" for line in text.rstrip().splitlines()) if text.strip() else ""
 
 
 def _short(exc: BaseException) -> str:

@@ -92,6 +92,14 @@ class SimHost(LocalHost):
         return sum(1 for c in self.calls if c[: len(prefix)] == prefix)
 
     # ---- commands ----------------------------------------------------------------------
+    def run_streaming(self, argv: Sequence[str], on_line: Callable[[str], None], *,
+                      timeout: float = 24 * 3600, hint: str = "") -> CommandResult:
+        """The simulated command, its output handed over line by line at the end."""
+        res = self.run(argv, timeout=timeout)
+        for line in (res.stdout + res.stderr).splitlines():
+            on_line(line)
+        return res
+
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
         key = tuple(str(a) for a in argv)
         self.calls.append(key)

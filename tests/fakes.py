@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from hostkit.errors import HostkitError
 from hostkit.host import CommandResult, LocalHost
@@ -71,6 +71,14 @@ class FakeHost(LocalHost):
 
     def which(self, name: str) -> Optional[str]:
         return f"/usr/bin/{name}" if name in self.binaries else None
+
+    def run_streaming(self, argv: Sequence[str], on_line: Callable[[str], None], *,
+                      timeout: float = 24 * 3600, hint: str = "") -> CommandResult:
+        """The simulated command, its output handed over line by line at the end."""
+        res = self.run(argv, timeout=timeout)
+        for line in (res.stdout + res.stderr).splitlines():
+            on_line(line)
+        return res
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
         key = tuple(str(a) for a in argv)

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hostkit.bootstrap import BootstrapHost
 from hostkit.cli_bootstrap import _run_sub, check_daemon_inputs
 from hostkit.errors import UsageError
+from hostkit.host import LocalHost
 from hostkit.steps import CHANGED, FAILED, OK
 
 
 def test_streaming_splits_progress_chunks_and_merges_stderr(tmp_path: Path) -> None:
     seen: list[str] = []
-    res = BootstrapHost(tmp_path).run_streaming(
+    res = LocalHost(tmp_path).run_streaming(
         ["sh", "-c", "printf ' 10%%\\r 55%%\\r100%%\\n'; echo oops >&2; printf tail"], seen.append)
     assert res.ok
     assert seen == [" 10%", " 55%", "100%", "oops", "tail"]
@@ -27,14 +27,14 @@ def test_a_failing_sub_command_reports_its_error_and_hint(tmp_path: Path) -> Non
             "import sys; print('wrote /opt/hostkit/.env'); "
             "print('error: no hub image yet', file=sys.stderr); "
             "print('hint: run without --no-build', file=sys.stderr); sys.exit(2)"]
-    res = _run_sub(BootstrapHost(tmp_path), "stack", "the stack", argv, lambda _l: True)
+    res = _run_sub(LocalHost(tmp_path), "stack", "the stack", argv, lambda _l: True)
     assert res.status == FAILED
     assert "no hub image yet" in res.message
     assert res.hint == "run without --no-build"
 
 
 def test_a_sub_command_that_wrote_files_is_changed_otherwise_ok(tmp_path: Path) -> None:
-    host = BootstrapHost(tmp_path)
+    host = LocalHost(tmp_path)
     wrote = [sys.executable, "-c", "print('wrote /opt/hostkit/.env')"]
     quiet = [sys.executable, "-c", "print('starting the stack')"]
 
@@ -48,7 +48,7 @@ def test_a_sub_command_that_wrote_files_is_changed_otherwise_ok(tmp_path: Path) 
 def test_bootstrap_refuses_to_run_as_a_normal_user(monkeypatch: pytest.MonkeyPatch) -> None:
     from hostkit.cli import app
 
-    monkeypatch.setattr(BootstrapHost, "is_root", lambda self: False)
+    monkeypatch.setattr(LocalHost, "is_root", lambda self: False)
     res = CliRunner().invoke(app, ["bootstrap", "--data-root", "/srv/docker", "--yes"])
     assert res.exit_code != 0
     assert "must run as root" in str(res.exception) + res.output

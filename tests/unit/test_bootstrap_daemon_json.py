@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from bootstrap_sim import SimHost
 
-from hostkit.bootstrap import DROP_IN, BootstrapOptions, DaemonJsonStep, strip_flags
-from hostkit.daemon_config import DaemonJsonError
+from hostkit.daemon_config import DaemonJsonError, DaemonOptions
 from hostkit.facts import Facts
 from hostkit.steps import CHANGED, FAILED, OK, Plan
+from hostkit.subsystems.daemon_json import DROP_IN, DaemonJsonStep, strip_flags
 
 DAEMON = "/etc/docker/daemon.json"
 
@@ -19,9 +19,9 @@ def test_malformed_daemon_json_stops_with_line_and_column_and_is_untouched(
         tmp_path: Path) -> None:
     sim = SimHost(tmp_path).files({DAEMON: '{\n  "debug": true,,\n}\n'})
     with pytest.raises(DaemonJsonError) as err:
-        DaemonJsonStep(BootstrapOptions()).check(sim, Facts(sim))
+        DaemonJsonStep(DaemonOptions()).check(sim, Facts(sim))
     assert err.value.message.startswith(f"{DAEMON}:2:")
-    planned, result = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    planned, result = Plan([DaemonJsonStep(DaemonOptions())]).run(sim, Facts(sim))
     assert planned.steps[0].status == FAILED
     assert result.aborted
     assert sim.path(DAEMON).read_text() == '{\n  "debug": true,,\n}\n'
@@ -29,7 +29,7 @@ def test_malformed_daemon_json_stops_with_line_and_column_and_is_untouched(
 
 def test_merge_writes_atomically_with_a_backup_and_restarts_once(tmp_path: Path) -> None:
     sim = SimHost(tmp_path).files({DAEMON: '{"debug": true, "log-opts": {"max-file": 3}}'})
-    _planned, result = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    _planned, result = Plan([DaemonJsonStep(DaemonOptions())]).run(sim, Facts(sim))
     assert result.steps[0].status == CHANGED
     cfg = sim.daemon_config()
     assert cfg["debug"] is True
@@ -38,7 +38,7 @@ def test_merge_writes_atomically_with_a_backup_and_restarts_once(tmp_path: Path)
     assert len(backups) == 1
     assert "debug" in backups[0].read_text()
     assert sim.count("systemctl", "restart") == 1
-    _planned, again = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    _planned, again = Plan([DaemonJsonStep(DaemonOptions())]).run(sim, Facts(sim))
     assert again.steps[0].status == OK
     assert sim.count("systemctl", "restart") == 1
 
@@ -46,7 +46,7 @@ def test_merge_writes_atomically_with_a_backup_and_restarts_once(tmp_path: Path)
 def test_a_config_dockerd_refuses_is_rolled_back_and_docker_runs(tmp_path: Path) -> None:
     original = '{"debug": true}\n'
     sim = SimHost(tmp_path).files({DAEMON: original})
-    _planned, result = Plan([DaemonJsonStep(BootstrapOptions(dns=("999.1.1.1",)))]).run(
+    _planned, result = Plan([DaemonJsonStep(DaemonOptions(dns=("999.1.1.1",)))]).run(
         sim, Facts(sim))
     assert result.steps[0].status == FAILED
     assert "rolled back" in result.steps[0].message
@@ -58,7 +58,7 @@ def test_validate_rejection_leaves_the_file_unchanged(tmp_path: Path) -> None:
     sim = SimHost(tmp_path, docker_version="27.3.1").files({DAEMON: "{}\n"})
     sim.validate_supported = True
     sim.validate_error = "unable to configure the Docker daemon with file: invalid log opt"
-    _planned, result = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    _planned, result = Plan([DaemonJsonStep(DaemonOptions())]).run(sim, Facts(sim))
     assert result.steps[0].status == FAILED
     assert "dockerd --validate rejects" in result.steps[0].message
     assert sim.path(DAEMON).read_text() == "{}\n"
@@ -71,7 +71,7 @@ def test_conflicting_unit_flags_move_into_a_drop_in(tmp_path: Path) -> None:
     sim.unit = ("[Service]\nExecStart=/usr/bin/dockerd -H fd:// -g /ubicacion/docker "
                 "--dns 8.8.4.4 --containerd=/run/containerd/containerd.sock\n")
     sim.files({DAEMON: '{"data-root": "/ubicacion/docker"}'})
-    _planned, result = Plan([DaemonJsonStep(BootstrapOptions())]).run(sim, Facts(sim))
+    _planned, result = Plan([DaemonJsonStep(DaemonOptions())]).run(sim, Facts(sim))
     assert result.steps[0].status == CHANGED, result
     dropin = sim.path(DROP_IN).read_text()
     assert "ExecStart=\n" in dropin

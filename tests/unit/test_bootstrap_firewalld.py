@@ -6,9 +6,9 @@ from pathlib import Path
 
 from bootstrap_sim import SimHost
 
-from hostkit.bootstrap import FirewalldStep
 from hostkit.facts import Facts
 from hostkit.steps import CHANGED, OK, Plan
+from hostkit.subsystems.firewall import FirewalldStep
 
 
 def test_seeds_trusted_zone_on_modern_docker_is_repaired_without_reload(tmp_path: Path) -> None:

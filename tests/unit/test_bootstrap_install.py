@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from bootstrap_sim import SimHost
 
-from hostkit.bootstrap import DistroStep, DockerInstallStep
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
+from hostkit.subsystems.docker_install import DistroStep, DockerInstallStep
 
 
 def test_unsupported_distro_is_refused_with_a_hint_unless_forced(tmp_path: Path) -> None:

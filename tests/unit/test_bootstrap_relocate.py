@@ -8,16 +8,12 @@ from pathlib import Path
 import pytest
 from bootstrap_sim import SimHost
 
-from hostkit.bootstrap import (
-    STATE_FILE,
-    BootstrapOptions,
-    DaemonJsonStep,
-    RelocateStep,
-    rewrite_volume_sources,
-)
+from hostkit.daemon_config import DaemonOptions
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.steps import CHANGED, OK, Plan
+from hostkit.subsystems.daemon_json import DaemonJsonStep
+from hostkit.subsystems.data_root import STATE_FILE, RelocateStep, rewrite_volume_sources
 
 
 @pytest.fixture
@@ -26,7 +22,7 @@ def sim(tmp_path: Path) -> SimHost:
 
 
 def _step(target: str, **opts: object) -> RelocateStep:
-    return RelocateStep(target, BootstrapOptions(data_root=target, **opts))  # type: ignore[arg-type]
+    return RelocateStep(target, DaemonOptions(**opts))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("target", "expect"), [
@@ -92,7 +88,7 @@ def test_selinux_without_semanage_is_refused(sim: SimHost) -> None:
 
 
 def test_relocation_moves_data_keeps_old_root_and_converges(sim: SimHost) -> None:
-    options = BootstrapOptions(data_root="/srv/docker", dns=("10.0.0.53",))
+    options = DaemonOptions(dns=("10.0.0.53",))
     steps = [RelocateStep("/srv/docker", options), DaemonJsonStep(options)]
     _planned, result = Plan(steps).run(sim, Facts(sim))
     assert [s.status for s in result.steps] == [CHANGED, OK], result
@@ -144,7 +140,7 @@ def test_rewrite_leaves_bind_mounts_alone(sim: SimHost) -> None:
 
 def test_dockerd_refusing_the_new_config_rolls_back_to_the_old_root(sim: SimHost) -> None:
     sim.files({"/etc/docker/daemon.json": '{"debug": true}\n'})
-    options = BootstrapOptions(data_root="/srv/docker", dns=("999.1.1.1",))
+    options = DaemonOptions(dns=("999.1.1.1",))
     _planned, result = Plan([RelocateStep("/srv/docker", options)]).run(sim, Facts(sim))
     assert result.failed
     assert "rolled back: Docker runs on /var/lib/docker again" in result.steps[0].message

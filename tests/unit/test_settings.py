@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from fakes import FakeHost
 
-from hostkit.bootstrap import SiteSettingsStep
 from hostkit.errors import UsageError
 from hostkit.facts import Facts
 from hostkit.settings import SETTINGS_FILE, Settings, load_settings, render_settings_toml
+from hostkit.subsystems.site_settings import SiteSettingsStep
 
 UPDATES = {"public_port": 9443, "dns": ["10.0.0.2", "10.0.0.3"], "data_root": "/srv/docker",
            "deploy_dir": "/srv/hub"}

@@ -1,0 +1,233 @@
+"""daemon.json and the docker.service drop-in: plan, validate, write with a way back."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+from hostkit.daemon_config import (
+    _FLAG_KEYS,
+    DAEMON_JSON,
+    DaemonOptions,
+    conflicting_flags,
+    daemon_json_text,
+    find_type_problems,
+    parse_daemon_json,
+    render_daemon_json,
+)
+from hostkit.errors import HostkitError
+from hostkit.facts import Facts, docker_unit_text
+from hostkit.host import LocalHost
+from hostkit.steps import Change
+from hostkit.subsystems.docker_service import DockerService, docker_api_info
+
+log = logging.getLogger("hostkit.bootstrap")
+
+DROP_IN = "/etc/systemd/system/docker.service.d/hostkit.conf"
+
+
+def strip_flags(exec_value: str, keys: set[str]) -> str:
+    """An ExecStart command line without the dockerd flags that set `keys`."""
+    bool_flags = {"--live-restore", "--iptables"}
+    words = shlex.split(exec_value.lstrip("-@:+!"))
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        flag = word.split("=", 1)[0]
+        if flag in _FLAG_KEYS and _FLAG_KEYS[flag] in keys:
+            skip = "=" not in word and flag not in bool_flags
+            continue
+        out.append(word)
+    return shlex.join(out)
+
+
+@dataclass
+class ConfigPlan:
+    """The daemon.json and unit drop-in hostkit would write, next to what is there now."""
+
+    existing_text: Optional[str]
+    desired: dict[str, Any]
+    desired_text: str
+    dropin_text: Optional[str]  # None: no drop-in needed
+    existing_dropin: Optional[str]
+    type_problems: list[str] = field(default_factory=list)
+
+    @property
+    def config_changes(self) -> bool:
+        if self.existing_text is None:
+            return True
+        return parse_daemon_json(self.existing_text) != self.desired
+
+    @property
+    def dropin_changes(self) -> bool:
+        return self.dropin_text is not None and self.dropin_text != self.existing_dropin
+
+    def diff(self) -> str:
+        old = (self.existing_text or "").splitlines()
+        new = self.desired_text.splitlines()
+        lines = difflib.unified_diff(old, new, DAEMON_JSON, DAEMON_JSON + " (hostkit)",
+                                     lineterm="", n=1)
+        return "\n".join(list(lines)[2:])
+
+
+def plan_config(host: LocalHost, facts: Facts, options: DaemonOptions) -> ConfigPlan:
+    """Read daemon.json (a malformed one stops everything) and render the desired one."""
+    existing_text = host.read_text(DAEMON_JSON) if host.exists(DAEMON_JSON) else None
+    existing = parse_daemon_json(existing_text or "", DAEMON_JSON)
+    desired = render_daemon_json(existing, options)
+    problems = [f"{p.key}: {p.problem} (write {p.fix})" for p in find_type_problems(desired)]
+    if problems:
+        raise HostkitError(f"{DAEMON_JSON}: " + "; ".join(problems),
+                           "dockerd would refuse this file; fix those keys by hand")
+    text = docker_unit_text(host, facts)
+    conflicts = conflicting_flags(text, desired)
+    existing_dropin = host.read_text(DROP_IN) if host.exists(DROP_IN) else None
+    dropin: Optional[str] = existing_dropin
+    if conflicts:
+        execs = [ln.strip()[len("ExecStart="):] for ln in re.sub(r"\\\n", " ", text).splitlines()
+                 if ln.strip().startswith("ExecStart=") and ln.strip() != "ExecStart="]
+        cleaned = strip_flags(execs[-1], {key for _, key in conflicts})
+        flags = ", ".join(sorted({flag for flag, _ in conflicts}))
+        dropin = (
+            "# Written by hostkit. dockerd refuses to start when an option is given both as\n"
+            f"# a flag and in {DAEMON_JSON} (moby#25471); {flags} now live in daemon.json.\n"
+            "[Service]\nExecStart=\n"
+            f"ExecStart={cleaned}\n")
+    elif facts.init_system() != "systemd" and host.exists("/etc/default/docker"):
+        opts = host.read_text("/etc/default/docker")
+        for line in opts.splitlines():
+            if line.strip().startswith("DOCKER_OPTS="):
+                fake_unit = "ExecStart=/usr/bin/dockerd " + line.split("=", 1)[1].strip("'\" ")
+                clash = conflicting_flags(fake_unit, desired)
+                if clash:
+                    raise HostkitError(
+                        f"/etc/default/docker sets {', '.join(f for f, _ in clash)} in DOCKER_OPTS"
+                        f", which {DAEMON_JSON} now sets too (dockerd would refuse to start)",
+                        "remove those flags from DOCKER_OPTS")
+    return ConfigPlan(existing_text, desired, daemon_json_text(desired), dropin, existing_dropin)
+
+
+def validate_config(host: LocalHost, text: str) -> str:
+    """Run `dockerd --validate` (Docker >= 23) on text; '' if accepted or not available."""
+    if not host.which("dockerd"):
+        return ""
+    probe = "/etc/docker/.hostkit-validate.json"
+    host.write_text(probe, text, mode=0o600, backup=False)
+    try:
+        res = host.run(["dockerd", "--validate", "--config-file", probe], timeout=60)
+    finally:
+        host.unlink(probe)
+    output = (res.stderr + res.stdout).strip()
+    if res.ok or "unknown flag" in output:
+        return ""  # accepted, or a Docker older than 23 that cannot validate
+    return output.splitlines()[-1] if output else f"exit {res.returncode}"
+
+
+class ConfigTransaction:
+    """Write daemon.json and the drop-in, remembering how to put the old ones back."""
+
+    def __init__(self, host: LocalHost, facts: Facts, plan: ConfigPlan) -> None:
+        self.host = host
+        self.facts = facts
+        self.plan = plan
+        self.written = False
+        self.backup: Optional[str] = None
+
+    def write(self) -> None:
+        problem = validate_config(self.host, self.plan.desired_text)
+        if problem:
+            raise HostkitError(f"dockerd --validate rejects the new {DAEMON_JSON}: {problem}",
+                               f"{DAEMON_JSON} was left unchanged")
+        self.written = True
+        if self.plan.config_changes:
+            self.host.makedirs("/etc/docker")
+            self.backup = self.host.write_text(DAEMON_JSON, self.plan.desired_text, mode=0o644)
+            if self.backup:
+                log.info("backed up %s to %s", DAEMON_JSON, self.backup)
+        if self.plan.dropin_changes and self.plan.dropin_text is not None:
+            self.host.write_text(DROP_IN, self.plan.dropin_text, mode=0o644)
+            DockerService(self.host, self.facts).daemon_reload()
+
+    def undo(self) -> None:
+        if not self.written:
+            return
+        if self.plan.config_changes:
+            if self.plan.existing_text is None:
+                self.host.unlink(DAEMON_JSON)
+            else:
+                self.host.write_text(DAEMON_JSON, self.plan.existing_text, backup=False)
+        if self.plan.dropin_changes:
+            if self.plan.existing_dropin is None:
+                self.host.unlink(DROP_IN)
+            else:
+                self.host.write_text(DROP_IN, self.plan.existing_dropin, backup=False)
+            DockerService(self.host, self.facts).daemon_reload()
+        self.written = False
+
+
+def _config_changes(plan: ConfigPlan, disruptive: bool, downtime: float) -> list[Change]:
+    changes: list[Change] = []
+    if plan.config_changes:
+        changes.append(Change(f"write {DAEMON_JSON} (old one backed up) and restart Docker",
+                              plan.diff(), disruptive, downtime))
+    if plan.dropin_changes:
+        changes.append(Change(f"move conflicting dockerd flags into {DROP_IN}",
+                              plan.dropin_text or "", disruptive, downtime))
+    return changes
+
+
+
+class DaemonJsonStep:
+    """daemon.json merged with hostkit's keys, accepted by dockerd, flags out of the unit."""
+
+    name = "daemon-json"
+    title = f"{DAEMON_JSON}: log rotation, DNS, no flag conflicts"
+
+    def __init__(self, options: DaemonOptions) -> None:
+        self.options = options
+        self._plan: Optional[ConfigPlan] = None
+
+    def check(self, host: LocalHost, facts: Facts) -> list[Change]:
+        # data-root is the relocation step's key: here it is kept as it is
+        plan = plan_config(host, facts, replace(self.options, data_root=None))
+        self._plan = plan
+        running = docker_api_info(host) is not None
+        return _config_changes(plan, disruptive=running, downtime=10.0)
+
+    def apply(self, host: LocalHost, facts: Facts, changes: Sequence[Change]) -> None:
+        plan = self._plan
+        assert plan is not None  # noqa: S101 - check() always runs first and sets it
+        apply_config_with_restart(host, facts, plan)
+
+
+def apply_config_with_restart(host: LocalHost, facts: Facts, plan: ConfigPlan) -> None:
+    """Write the config, restart Docker, and put the old config back if it will not start."""
+    service = DockerService(host, facts)
+    txn = ConfigTransaction(host, facts, plan)
+    txn.write()
+    try:
+        service.restart()
+        service.wait_api(60)
+    except HostkitError as exc:
+        why = service.failure_tail() or exc.message
+        log.warning("dockerd refused the new config: %s", why)
+        with contextlib.suppress(HostkitError):
+            service.stop()
+        txn.undo()
+        service.start()
+        service.wait_api(90)
+        raise HostkitError(f"dockerd did not start with the new {DAEMON_JSON} ({why}); "
+                           "rolled back to the old config, Docker is running",
+                           "the old file is back in place; see the log") from exc
+
+
+
