@@ -134,52 +134,89 @@ def _network_probe(host: LocalHost, options: BootstrapOptions) -> StepResult:
                       hint="" if ok else outcome.hint, seconds=time.monotonic() - start)
 
 
-def _hostkit_argv(*args: str) -> list[str]:
-    """Another hostkit command, run by the same interpreter (the stack's own commands)."""
-    return [sys.executable, "-m", "hostkit", *args]
+def _stack_fingerprint(host: LocalHost, directory: str) -> tuple[str, str]:
+    """What `stack up` changes when it changes anything: the .env and the stack's containers."""
+    env_file = f"{directory}/.env"
+    env = host.read_text(env_file) if host.exists(env_file) else ""
+    try:
+        ids = host.run(["docker", "ps", "-aq", "--no-trunc", "--filter",
+                        "label=com.docker.compose.project=hostkit"], timeout=30).stdout
+    except HostkitError:
+        ids = ""
+    return env, " ".join(sorted(ids.split()))
 
 
-def _run_sub(host: LocalHost, name: str, title: str, argv: list[str],
-             changed_if: Callable[[list[str]], bool]) -> StepResult:
+def stack_up_in_process(host: LocalHost, stack: StackOptions, port: int) -> StepResult:
+    """`hostkit stack up` with bootstrap's options, in this process: its errors arrive as
+    errors (message and hint), not as text to scrape."""
+    import typer.main
+
+    from hostkit.cli_stack import stack_app, stack_up
+
+    try:  # typer releases for Python >= 3.11 carry their own copy of click
+        from typer._click import ClickException  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - older typer (Python 3.9/3.10) uses click itself
+        from click import ClickException  # type: ignore[no-redef,assignment,unused-ignore]
+
+    title = "certs, .env and the stack (hostkit stack up)"
+    args = ["--dir", stack.directory, "--port", str(port), *stack.extra_args]
+    if stack.hostname:
+        args += ["--hostname", stack.hostname]
+    if stack.admin:
+        args += ["--admin", stack.admin]
+    group = typer.main.get_command(stack_app)
+    command = group.commands["up"]  # type: ignore[attr-defined]
+    before = _stack_fingerprint(host, stack.directory)
     start = time.monotonic()
-    lines: list[str] = []
+    try:
+        with command.make_context("hostkit stack up", list(args)) as ctx:
+            # the undecorated command: a HostkitError reaches us with its hint
+            ctx.invoke(stack_up.__wrapped__, **ctx.params)  # type: ignore[attr-defined]
+    except ClickException as exc:
+        return StepResult("stack", title, FAILED, message=f"--stack-arg: {exc.format_message()}",
+                          hint="see `hostkit stack up --help`",
+                          seconds=time.monotonic() - start)
+    except HostkitError as exc:
+        return StepResult("stack", title, FAILED, message=f"hostkit stack up: {exc.message}",
+                          hint=exc.hint or "run `hostkit stack up` by hand to see why",
+                          seconds=time.monotonic() - start)
+    changed = _stack_fingerprint(host, stack.directory) != before
+    return StepResult("stack", title, CHANGED if changed else OK,
+                      seconds=time.monotonic() - start)
 
-    def show(line: str) -> None:
-        lines.append(line)
-        out.print(f"  {escape(line)}")
 
-    res = host.run_streaming(argv, show, timeout=4 * 3600)
-    seconds = time.monotonic() - start
-    if not res.ok:
-        seen = [ln.strip() for ln in (res.stdout + "\n" + res.stderr).splitlines() if ln.strip()]
-        errors = [ln[len("error:"):].strip() for ln in seen if ln.startswith("error:")]
-        hints = [ln[len("hint:"):].strip() for ln in seen if ln.startswith("hint:")]
-        why = errors[-1] if errors else (seen[-1] if seen else "no output")
-        command = " ".join(["hostkit", *argv[3:]])
-        return StepResult(name, title, FAILED, message=f"`{command}` failed: {why}",
-                          hint=hints[-1] if hints else f"run `{command}` by hand to see why",
-                          seconds=seconds)
-    return StepResult(name, title, CHANGED if changed_if(lines) else OK, seconds=seconds)
+def doctor_in_process(host: LocalHost, stack: StackOptions, port: int,
+                      data_root: Optional[str]) -> StepResult:
+    """The doctor's whole catalogue against what bootstrap just set up, printed as its table."""
+    from hostkit.catalogue import load_catalogue, select
+    from hostkit.doctor import ProbeContext, run_checks
+    from hostkit.render import render_human
+    from hostkit.results import Status
+    from hostkit.settings import load_settings
+
+    start = time.monotonic()
+    settings = load_settings(host).with_overrides(public_port=port, deploy_dir=stack.directory,
+                                                  data_root=data_root)
+    results = run_checks(select(load_catalogue(), None, None),
+                         ProbeContext(host, Facts(host), settings))
+    render_human(results, out)
+    bad = [r for r in results if r.status in (Status.FAIL, Status.ERROR)]
+    if bad:
+        return StepResult("doctor", "hostkit doctor", FAILED,
+                          message=f"{len(bad)} check(s) failed: "
+                                  + ", ".join(r.id for r in bad[:5]),
+                          hint="each failure above comes with its fix",
+                          seconds=time.monotonic() - start)
+    return StepResult("doctor", "hostkit doctor", OK, seconds=time.monotonic() - start)
 
 
 def _stack_and_doctor(host: LocalHost, stack: StackOptions, port: int,
                       data_root: Optional[str]) -> list[StepResult]:
     """Certs, .env and the stack through `hostkit stack up`, then the doctor's table."""
-    up = ["stack", "up", "--dir", stack.directory, "--port", str(port), *stack.extra_args]
-    if stack.hostname:
-        up += ["--hostname", stack.hostname]
-    if stack.admin:
-        up += ["--admin", stack.admin]
-    results = [_run_sub(host, "stack", "certs, .env and the stack (hostkit stack up)",
-                        _hostkit_argv(*up),
-                        lambda lines: any(ln.startswith(("wrote ", "built")) for ln in lines))]
+    results = [stack_up_in_process(host, stack, port)]
     if results[0].status == FAILED:
         return results
-    doctor = ["doctor", "--port", str(port), "--deploy-dir", stack.directory]
-    if data_root:
-        doctor += ["--data-root", data_root]
-    results.append(_run_sub(host, "doctor", "hostkit doctor", _hostkit_argv(*doctor),
-                            lambda _lines: False))
+    results.append(doctor_in_process(host, stack, port, data_root))
     return results
 
 

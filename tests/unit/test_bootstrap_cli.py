@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from hostkit.cli_bootstrap import _run_sub, check_daemon_inputs
+from hostkit.cli_bootstrap import StackOptions, check_daemon_inputs, stack_up_in_process
 from hostkit.errors import UsageError
 from hostkit.host import LocalHost
-from hostkit.steps import CHANGED, FAILED, OK
+from hostkit.steps import FAILED
 
 
 def test_streaming_splits_progress_chunks_and_merges_stderr(tmp_path: Path) -> None:
@@ -22,27 +21,23 @@ def test_streaming_splits_progress_chunks_and_merges_stderr(tmp_path: Path) -> N
     assert seen == [" 10%", " 55%", "100%", "oops", "tail"]
 
 
-def test_a_failing_sub_command_reports_its_error_and_hint(tmp_path: Path) -> None:
-    argv = [sys.executable, "-c",
-            "import sys; print('wrote /opt/hostkit/.env'); "
-            "print('error: no hub image yet', file=sys.stderr); "
-            "print('hint: run without --no-build', file=sys.stderr); sys.exit(2)"]
-    res = _run_sub(LocalHost(tmp_path), "stack", "the stack", argv, lambda _l: True)
-    assert res.status == FAILED
-    assert "no hub image yet" in res.message
-    assert res.hint == "run without --no-build"
-
-
-def test_a_sub_command_that_wrote_files_is_changed_otherwise_ok(tmp_path: Path) -> None:
+def test_stack_up_runs_in_process_and_its_error_arrives_with_the_hint(tmp_path: Path) -> None:
     host = LocalHost(tmp_path)
-    wrote = [sys.executable, "-c", "print('wrote /opt/hostkit/.env')"]
-    quiet = [sys.executable, "-c", "print('starting the stack')"]
+    stack = StackOptions(directory="/opt/hk", extra_args=("--root", str(tmp_path), "--no-build"))
+    res = stack_up_in_process(host, stack, 9090)
+    assert res.status == FAILED
+    assert res.message == "hostkit stack up: no hub image yet"
+    assert res.hint == "run without --no-build"
+    # it ran here, on the temporary root: the deploy files were written before the refusal
+    assert (tmp_path / "opt/hk/docker-compose.yml").is_file()
 
-    def changed(lines: list[str]) -> bool:
-        return any(ln.startswith("wrote ") for ln in lines)
 
-    assert _run_sub(host, "stack", "t", wrote, changed).status == CHANGED
-    assert _run_sub(host, "stack", "t", quiet, changed).status == OK
+def test_a_stack_arg_stack_up_does_not_know_is_a_failed_step_not_a_crash(tmp_path: Path) -> None:
+    stack = StackOptions(directory="/opt/hk", extra_args=("--package-set=slim", "--bogus"))
+    res = stack_up_in_process(LocalHost(tmp_path), stack, 9090)
+    assert res.status == FAILED
+    assert "--stack-arg: No such option: --bogus" in res.message
+    assert not (tmp_path / "opt/hk").exists()
 
 
 def test_bootstrap_refuses_to_run_as_a_normal_user(monkeypatch: pytest.MonkeyPatch) -> None:
