@@ -43,8 +43,9 @@ def docker0_zone(ctx: ProbeContext) -> Outcome:
                 "docker0 is in the trusted zone: Docker >= 20.10 fails to start with ZONE_CONFLICT",
                 expected="docker",
                 actual=zone,
-                hint="firewall-cmd --permanent --zone=trusted --remove-interface=docker0 && "
-                "firewall-cmd --reload && systemctl restart docker",
+                # never `firewall-cmd --reload`: before Docker 28.3.3 it drops Docker's rules
+                hint="hostkit bootstrap, or: firewall-cmd --permanent --zone=trusted "
+                "--remove-interface=docker0 && firewall-cmd --zone=docker --change-interface=docker0",
             )
         if zone != "docker":
             return Outcome.warn(
@@ -59,9 +60,9 @@ def docker0_zone(ctx: ProbeContext) -> Outcome:
             f"Docker < 20.10 needs docker0 in trusted (it is in {zone})",
             expected="trusted",
             actual=zone,
-            hint="firewall-cmd --permanent --zone=trusted --change-interface=docker0 "
+            hint="hostkit bootstrap, or: firewall-cmd --permanent --zone=trusted --add-interface=docker0 "
             "&& firewall-cmd --permanent --zone=trusted --add-masquerade && "
-            "firewall-cmd --reload",
+            "firewall-cmd --zone=trusted --change-interface=docker0 && firewall-cmd --zone=trusted --add-masquerade",
         )
     return Outcome.ok("docker0 in trusted (Docker < 20.10)")
 
@@ -97,7 +98,7 @@ def firewalld_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
         f"{port}/tcp not open in zone {zone}",
         expected=f"{port}/tcp",
         actual=" ".join(ports) or "no ports",
-        hint=f"firewall-cmd --permanent --zone={zone} --add-port={port}/tcp && "
-        "firewall-cmd --reload (Docker-published ports bypass zones, other "
-        "hosts' rules may not)",
+        hint=f"hostkit bootstrap, or: firewall-cmd --permanent --zone={zone} --add-port={port}/tcp && "
+        f"firewall-cmd --zone={zone} --add-port={port}/tcp (Docker-published ports bypass zones, "
+        "other hosts' rules may not)",
     )
