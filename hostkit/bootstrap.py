@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from hostkit.daemon_config import DaemonOptions
+from hostkit.settings import DEFAULTS
 from hostkit.steps import Step
 from hostkit.subsystems.daemon_json import DaemonJsonStep
 from hostkit.subsystems.data_root import ProgressFactory, RelocateStep, no_progress
@@ -22,10 +23,10 @@ class BootstrapOptions:
     """Everything the user chose on the command line."""
 
     data_root: Optional[str] = None
-    dns: tuple[str, ...] = ("8.8.8.8",)
-    log_max_size: str = "10m"
-    log_max_file: str = "5"
-    port: int = 9090
+    dns: tuple[str, ...] = DEFAULTS.dns
+    log_max_size: str = DEFAULTS.log_max_size
+    log_max_file: str = DEFAULTS.log_max_file
+    port: int = DEFAULTS.public_port
     force: bool = False
     docker_source: str = "distro"  # "distro" packages or Docker's own "docker" repo
     probe_image: Optional[str] = None

@@ -51,7 +51,7 @@ def doctor(
     list_checks: bool = typer.Option(False, "--list", help="Print the catalogue and exit."),
     checks: Optional[List[Path]] = typer.Option(None, "--checks", help="An extra catalogue file (TOML)."),
     settings_file: str = typer.Option("/etc/hostkit/hostkit.toml", "--settings", help="Site settings file."),
-    port: Optional[int] = typer.Option(None, help="Public port (default from settings: 9090)."),
+    port: Optional[int] = typer.Option(None, help="Public port (default from the settings file, else 9090)."),
     server_name: Optional[str] = typer.Option(None, help="Host name clients use."),
     deploy_dir: Optional[str] = typer.Option(None, help="Where the stack is deployed."),
     data_root: Optional[str] = typer.Option(None, help="Expected Docker data-root."),

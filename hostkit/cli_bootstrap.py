@@ -20,6 +20,7 @@ from hostkit.bootstrap import BootstrapOptions, bootstrap_steps
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import LocalHost
+from hostkit.settings import DEFAULTS
 from hostkit.stack import primary_ip
 from hostkit.steps import (
     CHANGED,
@@ -225,7 +226,7 @@ class StackOptions:
     """What bootstrap hands to `hostkit stack up`."""
 
     enabled: bool = True
-    directory: str = "/opt/hostkit"
+    directory: str = DEFAULTS.deploy_dir
     hostname: Optional[str] = None
     admin: Optional[str] = None
     extra_args: tuple[str, ...] = ()
@@ -236,12 +237,14 @@ def bootstrap(
     data_root: Annotated[Optional[str], typer.Option(
         "--data-root", help="Move Docker's data here (absolute path on a real disk).")] = None,
     dns: Annotated[Optional[list[str]], typer.Option(
-        "--dns", help="Resolver for containers (repeat for several). Default 8.8.8.8.")] = None,
+        "--dns", help="Resolver for containers (repeat for several). "
+                      f"Default {', '.join(DEFAULTS.dns)}.")] = None,
     port: Annotated[int, typer.Option(
-        "--port", help="Public HTTPS port to open in firewalld.")] = 9090,
+        "--port", help="Public HTTPS port to open in firewalld.")] = DEFAULTS.public_port,
     log_max_size: Annotated[str, typer.Option(
-        help="Container log rotation: size per file.")] = "10m",
-    log_max_file: Annotated[int, typer.Option(help="Container log rotation: files kept.")] = 5,
+        help="Container log rotation: size per file.")] = DEFAULTS.log_max_size,
+    log_max_file: Annotated[int, typer.Option(help="Container log rotation: files kept.")
+                            ] = int(DEFAULTS.log_max_file),
     docker_source: Annotated[str, typer.Option(
         help="Where Docker comes from on Debian/Ubuntu: 'distro' or 'docker'.")] = "distro",
     probe_image: Annotated[Optional[str], typer.Option(
@@ -258,7 +261,7 @@ def bootstrap(
         "--stack/--no-stack", help="Deploy the hub (hostkit stack up) and run the doctor.")
     ] = True,
     stack_dir: Annotated[str, typer.Option(help="Deploy directory of the stack.")
-                         ] = "/opt/hostkit",
+                         ] = DEFAULTS.deploy_dir,
     hostname: Annotated[Optional[str], typer.Option(
         help="Host name for the certificate and URL.")] = None,
     admin: Annotated[Optional[str], typer.Option(help="The hub's admin user name.")] = None,
@@ -275,7 +278,7 @@ def bootstrap(
         raise UsageError("bootstrap changes the system and must run as root",
                          "run it with sudo")
     options = BootstrapOptions(
-        data_root=data_root, dns=tuple(dns) if dns else ("8.8.8.8",), port=port,
+        data_root=data_root, dns=tuple(dns) if dns else DEFAULTS.dns, port=port,
         log_max_size=log_max_size, log_max_file=str(log_max_file), force=force,
         docker_source=docker_source, probe_image=probe_image, probe_host=probe_host)
     stack_options = StackOptions(stack, stack_dir, hostname, admin, tuple(stack_arg or ()))

@@ -69,6 +69,10 @@ def _cert_paths(deploy_dir: str) -> dict[str, str]:
             "dhparam_file": f"{deploy_dir}/certs/dhparam.pem"}
 
 
+# Every default hostkit has, in one place: the CLI, bootstrap's steps and the doctor read these.
+DEFAULTS = Settings()
+
+
 def load_settings(host: LocalHost, path: str = SETTINGS_FILE) -> Settings:
     """Defaults, overlaid by the settings file when it exists; unknown keys are an error."""
     if not host.exists(path):

@@ -20,9 +20,10 @@ from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import CommandResult, LocalHost
 from hostkit.images import stack_assets_dir
+from hostkit.settings import DEFAULTS
 
-DEFAULT_DIR = "/opt/hostkit"
-DEFAULT_PORT = 9090
+DEFAULT_DIR = DEFAULTS.deploy_dir
+DEFAULT_PORT = DEFAULTS.public_port
 STACK_FILES = ("docker-compose.yml", "jupyterhub_config.py", "nginx.conf")
 HUB_SERVICE = "jupyterhub"
 NGINX_SERVICE = "nginx"

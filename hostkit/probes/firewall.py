@@ -62,7 +62,8 @@ def docker0_zone(ctx: ProbeContext) -> Outcome:
             actual=zone,
             hint="hostkit bootstrap, or: firewall-cmd --permanent --zone=trusted --add-interface=docker0 "
             "&& firewall-cmd --permanent --zone=trusted --add-masquerade && "
-            "firewall-cmd --zone=trusted --change-interface=docker0 && firewall-cmd --zone=trusted --add-masquerade",
+            "firewall-cmd --zone=trusted --change-interface=docker0 && "
+            "firewall-cmd --zone=trusted --add-masquerade",
         )
     return Outcome.ok("docker0 in trusted (Docker < 20.10)")
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from hostkit.errors import HostkitError
 from hostkit.facts import Facts, version_tuple
 from hostkit.host import CommandResult, LocalHost
+from hostkit.settings import DEFAULTS
 from hostkit.steps import Change, StepNotReady
 from hostkit.subsystems.docker_service import docker_version
 
@@ -17,7 +18,7 @@ class FirewalldStep:
     name = "firewalld"
     title = "firewalld zones and the public port"
 
-    def __init__(self, port: int = 9090) -> None:
+    def __init__(self, port: int = DEFAULTS.public_port) -> None:
         self.port = port
 
     def _fw(self, host: LocalHost, *args: str) -> CommandResult:

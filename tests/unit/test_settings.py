@@ -49,3 +49,17 @@ def test_settings_step_writes_once_with_a_backup_then_is_ok(tmp_path: Path) -> N
 def test_explicit_certificate_paths_survive_a_new_deploy_dir() -> None:
     s = Settings(cert_file="/etc/pki/hub.crt").with_overrides(deploy_dir="/srv/hub")
     assert (s.cert_file, s.key_file) == ("/etc/pki/hub.crt", "/srv/hub/certs/hostkit.key")
+
+
+def test_the_command_line_defaults_are_the_settings_defaults() -> None:
+    """One source of every default: bootstrap's options and the stack's read Settings."""
+    from hostkit.bootstrap import BootstrapOptions
+    from hostkit.cli_bootstrap import StackOptions
+    from hostkit.settings import DEFAULTS
+    from hostkit.stack import DEFAULT_DIR, DEFAULT_PORT
+
+    options = BootstrapOptions()
+    assert (options.dns, options.port, options.log_max_size, options.log_max_file) == (
+        DEFAULTS.dns, DEFAULTS.public_port, DEFAULTS.log_max_size, DEFAULTS.log_max_file)
+    assert StackOptions().directory == DEFAULT_DIR == DEFAULTS.deploy_dir
+    assert DEFAULT_PORT == DEFAULTS.public_port
