@@ -62,4 +62,4 @@ def test_the_command_line_defaults_are_the_settings_defaults() -> None:
     assert (options.dns, options.port, options.log_max_size, options.log_max_file) == (
         DEFAULTS.dns, DEFAULTS.public_port, DEFAULTS.log_max_size, DEFAULTS.log_max_file)
     assert StackOptions().directory == DEFAULT_DIR == DEFAULTS.deploy_dir
-    assert DEFAULT_PORT == DEFAULTS.public_port
+    assert DEFAULTS.public_port == DEFAULT_PORT
