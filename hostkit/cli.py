@@ -55,6 +55,11 @@ def doctor(
     server_name: Optional[str] = typer.Option(None, help="Host name clients use."),
     deploy_dir: Optional[str] = typer.Option(None, help="Where the stack is deployed."),
     data_root: Optional[str] = typer.Option(None, help="Expected Docker data-root."),
+    fix: bool = typer.Option(
+        False, "--fix", help="Show bootstrap's plan for what failed; apply it after confirmation."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="With --fix: apply without asking."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --fix: show the plan, change nothing."),
 ) -> None:
     """Check this host's health: DNS, ports, certificates, Docker, storage, firewall, the stack."""
     from hostkit.catalogue import load_catalogue, select
@@ -85,6 +90,11 @@ def doctor(
             output.write_text(text, encoding="utf-8")
         else:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if fix:
+        from hostkit.fix import run_fix
+
+        results = run_fix(host, settings, specs, results, yes=yes, dry_run=dry_run,
+                          console=Console(stderr=fmt is not Format.human))
     if fmt is Format.nagios:  # monitoring systems read the plugin convention, not ours
         raise typer.Exit(NAGIOS_EXIT[render_nagios(results).split()[1]])
     raise typer.Exit(exit_code(results, strict))
