@@ -7,6 +7,7 @@ from hostkit.errors import HostkitError
 from hostkit.facts import version_tuple
 from hostkit.probes import probe
 from hostkit.results import Outcome
+from hostkit.subsystems.docker_install import compose_install_hint
 
 
 @probe("docker_installed")
@@ -61,7 +62,7 @@ def compose_available(ctx: ProbeContext) -> Outcome:
     if compose is None:
         return Outcome.fail(
             "neither `docker compose` (v2) nor `docker-compose` (v1) found",
-            hint="install the compose plugin: dnf/apt install docker-compose-plugin",
+            hint=compose_install_hint(ctx.facts.distro()),
         )
     return Outcome.ok(f"{' '.join(compose.argv)} {compose.version} ({compose.flavour})")
 

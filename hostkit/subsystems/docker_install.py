@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from hostkit.distros import DistroInfo
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import LocalHost
@@ -50,6 +51,38 @@ def _docker_repo_commands(distro_id: str, pm: str) -> list[list[str]]:
             ["dnf", "config-manager", "--add-repo", url]]
 
 
+def compose_packages(d: DistroInfo, source: str = "distro") -> list[str]:
+    """The compose package to install: the v2 one each distro ships, v1 only where none exists.
+
+    Docker's own repository has the plugin everywhere; Ubuntu (20.04+) packages v2 as
+    `docker-compose-v2` in universe; Debian's `docker-compose` is v2 from 13 (trixie) on,
+    and v1 (1.29) before, where no v2 package exists.
+    """
+    if source == "docker" or d.family == "rhel":
+        return ["docker-compose-plugin"]
+    if d.id == "ubuntu":
+        return ["docker-compose-v2"]
+    return ["docker-compose"]
+
+
+def compose_install_hint(d: DistroInfo) -> str:
+    """What to run when compose is missing: the same packages bootstrap would install."""
+    packages = " ".join(compose_packages(d))
+    if d.family == "rhel":
+        return (f"hostkit bootstrap, or: {d.package_manager or 'dnf'} install -y {packages} "
+                "(from Docker's repository, download.docker.com)")
+    if d.family == "debian":
+        note = " (compose v1: Debian 12 and older package no v2; --docker-source docker gives " \
+               "the v2 plugin)" if d.id == "debian" and _major(d) < 13 else ""
+        return f"hostkit bootstrap, or: apt-get install -y {packages}{note}"
+    return "install Docker's compose plugin (docs.docker.com/compose/install)"
+
+
+def _major(d: DistroInfo) -> int:
+    text = d.version_id.split(".")[0]
+    return int(text) if text.isdigit() else 0
+
+
 class DockerInstallStep:
     """Docker Engine and compose installed, enabled at boot and running."""
 
@@ -69,22 +102,20 @@ class DockerInstallStep:
 
     def _install_commands(self, facts: Facts, need_engine: bool) -> list[list[str]]:
         d = facts.distro()
+        compose = compose_packages(d, self.source)
         if d.family == "debian":
-            env_pkgs = ["docker.io", "docker-compose"] if self.source == "distro" else [
-                "docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"]
-            if not need_engine:
-                env_pkgs = ["docker-compose"] if self.source == "distro" else [
-                    "docker-compose-plugin"]
+            engine = ["docker.io"] if self.source == "distro" else [
+                "docker-ce", "docker-ce-cli", "containerd.io"]
+            pkgs = [*engine, *compose] if need_engine else compose
             cmds = [["apt-get", "update"],
-                    ["apt-get", "install", "-y", "--no-install-recommends", *env_pkgs]]
+                    ["apt-get", "install", "-y", "--no-install-recommends", *pkgs]]
             if self.source == "docker":
                 cmds.insert(0, ["sh", "-c", _DEBIAN_DOCKER_REPO.format(id=d.id)])
             return cmds
         if d.family == "rhel" and d.package_manager in ("dnf", "yum"):
             pm = d.package_manager
-            pkgs = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"]
-            if not need_engine:
-                pkgs = ["docker-compose-plugin"]
+            engine = ["docker-ce", "docker-ce-cli", "containerd.io"]
+            pkgs = [*engine, *compose] if need_engine else compose
             return [*_docker_repo_commands(d.id, pm), [pm, "install", "-y", *pkgs]]
         raise HostkitError(f"cannot install Docker on {d.name} ({d.family} family)",
                            "install Docker Engine and compose by hand, then run bootstrap again")

@@ -63,3 +63,24 @@ def test_installed_but_stopped_and_disabled_docker_is_enabled_and_started(tmp_pa
     DockerInstallStep().apply(sim, Facts(sim), [])
     assert sim.running
     assert DockerInstallStep().check(sim, Facts(sim)) == []
+
+
+@pytest.mark.parametrize(("distro", "package"), [
+    ("ubuntu-24.04", "docker-compose-v2"),
+    ("ubuntu-20.04", "docker-compose-v2"),
+    ("debian-13", "docker-compose"),
+    ("debian-12", "docker-compose"),
+    ("rocky-9", "docker-compose-plugin"),
+])
+def test_compose_is_the_v2_package_each_distro_ships_and_the_doctor_advises_the_same(
+        tmp_path: Path, distro: str, package: str) -> None:
+    from hostkit.subsystems.docker_install import compose_install_hint
+
+    sim = SimHost(tmp_path, distro=distro)
+    sim.binaries -= {"docker-compose"}
+    facts = Facts(sim)
+    diff = DockerInstallStep().check(sim, facts)[0].diff
+    assert diff.split()[-1] == package
+    hint = compose_install_hint(facts.distro())
+    assert f"install -y {package}" in hint
+    assert ("compose v1" in hint) == (distro == "debian-12")

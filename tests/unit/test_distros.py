@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hostkit.distros import detect_distro
+from hostkit.distros import detect_distro, python_for
 
 OS_RELEASE = Path(__file__).resolve().parents[1] / "fixtures" / "os-release"
 
@@ -12,7 +12,6 @@ OS_RELEASE = Path(__file__).resolve().parents[1] / "fixtures" / "os-release"
 @pytest.mark.parametrize(
     ("fixture", "family", "package_manager"),
     [
-        ("centos-7", "rhel", "yum"),
         ("centos-stream-8", "rhel", "dnf"),
         ("centos-stream-9", "rhel", "dnf"),
         ("rhel-9", "rhel", "dnf"),
@@ -67,3 +66,25 @@ def test_missing_or_empty_os_release_does_not_crash(tmp_path: Path) -> None:
     info = detect_distro(str(f))
     assert not info.supported
     assert info.family == "unknown"
+
+
+def test_centos_7_is_refused_it_cannot_run_hostkit() -> None:
+    info = detect_distro(str(OS_RELEASE / "centos-7"))
+    assert not info.supported
+    assert "end of life" in info.reason
+    assert "Python 3.9" in info.reason
+
+
+@pytest.mark.parametrize(("fixture", "interpreter", "install"), [
+    ("centos-stream-8", "python3.11", "dnf install -y python3.11"),
+    ("ubuntu-20.04", "python3.9", "apt-get install -y python3.9 python3.9-venv"),
+    ("rhel-9", "python3", ""),
+    ("rocky-9", "python3", ""),
+    ("debian-11", "python3", ""),
+    ("ubuntu-22.04", "python3", ""),
+    ("fedora-40", "python3", ""),
+])
+def test_each_distro_names_the_python_hostkit_runs_on(fixture: str, interpreter: str,
+                                                       install: str) -> None:
+    advice = python_for(detect_distro(str(OS_RELEASE / fixture)))
+    assert (advice.interpreter, advice.install) == (interpreter, install)
