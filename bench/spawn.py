@@ -1,11 +1,11 @@
 """Spawn benchmark: login -> server ready -> `1+1` on a kernel, for N concurrent users.
 
-Runs against a stack deployed with `hostkit stack up` (its --dir and port), once through
+Runs against a stack deployed with `hostkit stack up` (its --deploy-dir and port), once through
 nginx (https://127.0.0.1:PORT) and once straight to the hub's proxy on the compose network
 (http://HUB_IP:8000), so the difference is nginx's share. Users bench-N are created with
 `hostkit users create` on the first run and reused.
 
-    python bench/spawn.py --dir /opt/hostkit --users 1 10 20
+    python bench/spawn.py --deploy-dir /opt/hostkit --users 1 10 20
 """
 
 from __future__ import annotations
@@ -67,21 +67,22 @@ def run(dep: Deployment, n: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dir", default="/opt/hostkit")
+    parser.add_argument("--deploy-dir", default="/opt/hostkit")
     parser.add_argument("--users", type=int, nargs="+", default=[1, 10, 20])
     args = parser.parse_args()
-    directory = Path(args.dir)
+    directory = Path(args.deploy_dir)
     env = dict(
         line.split("=", 1)
         for line in (directory / ".env").read_text().splitlines()
         if line and not line.startswith("#") and "=" in line
     )
     dep = Deployment(directory, int(env["HOSTKIT_PORT"]), env["COMPOSE_PROJECT_NAME"], "")
-    listed = json.loads(hostkit("users", "list", "--json", "--dir", str(directory)).stdout)["users"]
+    listing = hostkit("users", "list", "--format", "json", "--deploy-dir", str(directory))
+    listed = json.loads(listing.stdout)["users"]
     existing = {u["name"] for u in listed}
     for i in range(max(args.users)):
         if f"bench{i}" not in existing:
-            hostkit("users", "create", f"bench{i}", "--password", PASSWORD, "--dir", str(directory))
+            hostkit("users", "create", f"bench{i}", "--password", PASSWORD, "--deploy-dir", str(directory))
     direct = f"http://{_hub_ip(dep, env['COMPOSE_PROJECT_NAME'])}:8000"
     print(f"run {uuid.uuid4().hex[:6]}: login -> ready -> 1+1, seconds")
     for n in args.users:

@@ -11,9 +11,12 @@ import typer
 from rich.console import Console
 
 from hostkit import __version__
-from hostkit.errors import HostkitError
+from hostkit.cli_options import HostkitGroup, OutputFormat, deploy_dir_option, format_option, hostname_option
+from hostkit.settings import SETTINGS_FILE
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
+app = typer.Typer(
+    cls=HostkitGroup, no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+)
 
 
 class Format(str, Enum):
@@ -43,18 +46,30 @@ def _root(
 def doctor(
     fmt: Format = typer.Option(Format.human, "--format", "-f", help="Output format."),
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Write the report here instead of stdout."
+        None, "--output", "-o", metavar="FILE", dir_okay=False,
+        help="Write the report here instead of stdout.",
     ),
     strict: bool = typer.Option(False, help="Count warnings as failures."),
-    only: Optional[List[str]] = typer.Option(None, help="Run only these checks (id, id prefix or tag)."),
-    skip: Optional[List[str]] = typer.Option(None, help="Skip these checks (id, id prefix or tag)."),
+    only: Optional[List[str]] = typer.Option(
+        None, metavar="CHECK", help="Run only these checks (id, id prefix or tag)."
+    ),
+    skip: Optional[List[str]] = typer.Option(
+        None, metavar="CHECK", help="Skip these checks (id, id prefix or tag)."
+    ),
     list_checks: bool = typer.Option(False, "--list", help="Print the catalogue and exit."),
-    checks: Optional[List[Path]] = typer.Option(None, "--checks", help="An extra catalogue file (TOML)."),
-    settings_file: str = typer.Option("/etc/hostkit/hostkit.toml", "--settings", help="Site settings file."),
-    port: Optional[int] = typer.Option(None, help="Public port (default from the settings file, else 9090)."),
-    server_name: Optional[str] = typer.Option(None, help="Host name clients use."),
-    deploy_dir: Optional[str] = typer.Option(None, help="Where the stack is deployed."),
-    data_root: Optional[str] = typer.Option(None, help="Expected Docker data-root."),
+    checks: Optional[List[Path]] = typer.Option(
+        None, "--checks", metavar="FILE", exists=True, dir_okay=False,
+        help="An extra catalogue file (TOML).",
+    ),
+    settings_file: str = typer.Option(
+        SETTINGS_FILE, "--settings", metavar="FILE", help="Site settings file."
+    ),
+    port: Optional[int] = typer.Option(
+        None, metavar="PORT", help="Public port (default from the settings file, else 9090)."
+    ),
+    server_name: Optional[str] = hostname_option(),
+    deploy_dir: Optional[Path] = deploy_dir_option(None),
+    data_root: Optional[str] = typer.Option(None, metavar="DIR", help="Expected Docker data-root."),
     fix: bool = typer.Option(
         False, "--fix", help="Show bootstrap's plan for what failed; apply it after confirmation."
     ),
@@ -77,7 +92,10 @@ def doctor(
         raise typer.Exit(0)
     host = LocalHost()
     settings = load_settings(host, settings_file).with_overrides(
-        public_port=port, server_name=server_name, deploy_dir=deploy_dir, data_root=data_root
+        public_port=port,
+        server_name=server_name,
+        deploy_dir=str(deploy_dir) if deploy_dir else None,
+        data_root=data_root,
     )
     results = run_checks(specs, ProbeContext(host, Facts(host), settings))
     if fmt is Format.human:
@@ -107,15 +125,13 @@ def _sink(output: Optional[Path]) -> IO[str]:
 
 
 @app.command()
-def facts(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+def facts(fmt: OutputFormat = format_option()) -> None:
     """Print what hostkit detects about this host."""
     from hostkit.facts import Facts, dumps
     from hostkit.host import LocalHost
 
     summary = Facts(LocalHost()).summary()
-    if as_json:
+    if fmt is OutputFormat.json:
         typer.echo(dumps(summary))
         return
     for key, value in summary.items():
@@ -146,18 +162,10 @@ app.command("certs")(_certs)
 
 
 def main() -> None:
-    """Entry point: expected failures print one line and a hint, never a traceback.
-
-    typer's standalone mode already turns usage errors into a message and exit code 2.
-    """
+    """Entry point: expected failures print one line and a hint (in HostkitGroup), never a
+    traceback; typer's standalone mode turns usage errors into a message and exit code 2."""
     try:
         app()
-    except HostkitError as exc:
-        # plain lines, never wrapped: admins grep logs for them
-        typer.echo(f"error: {exc.message}", err=True)
-        if exc.hint:
-            typer.echo(f"hint: {exc.hint}", err=True)
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("aborted", err=True)
         sys.exit(130)

@@ -160,7 +160,7 @@ def stack_up_in_process(host: LocalHost, stack: StackOptions, port: int) -> Step
         from click import ClickException  # type: ignore[no-redef,assignment,unused-ignore]
 
     title = "certs, .env and the stack (hostkit stack up)"
-    args = ["--dir", stack.directory, "--port", str(port), *stack.extra_args]
+    args = ["--deploy-dir", stack.directory, "--port", str(port), *stack.extra_args]
     if stack.hostname:
         args += ["--hostname", stack.hostname]
     if stack.admin:
@@ -171,8 +171,8 @@ def stack_up_in_process(host: LocalHost, stack: StackOptions, port: int) -> Step
     start = time.monotonic()
     try:
         with command.make_context("hostkit stack up", list(args)) as ctx:
-            # the undecorated command: a HostkitError reaches us with its hint
-            ctx.invoke(stack_up.__wrapped__, **ctx.params)  # type: ignore[attr-defined]
+            # the command itself, not its group: a HostkitError reaches us with its hint
+            ctx.invoke(stack_up, **ctx.params)
     except ClickException as exc:
         return StepResult("stack", title, FAILED, message=f"--stack-arg: {exc.format_message()}",
                           hint="see `hostkit stack up --help`",
@@ -299,7 +299,7 @@ def bootstrap(
     planned, result = plan.run(host, facts)
     logging.getLogger("hostkit").info("plan: %s", [(s.name, s.status) for s in planned.steps])
     if dry_run and stack_options.enabled and not result.failed:
-        out.print(f"then: would run: hostkit stack up --dir {stack_options.directory} "
+        out.print(f"then: would run: hostkit stack up --deploy-dir {stack_options.directory} "
                   f"--port {port} and hostkit doctor")
     if dry_run or result.aborted:
         out.print(render_summary(result))

@@ -5,70 +5,58 @@ from __future__ import annotations
 import json
 import secrets
 import sys
-from functools import wraps
-from typing import Any, Callable, List, Optional, TypeVar
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 from hostkit import certs as certs_mod
-from hostkit.errors import HostkitError, UsageError
+from hostkit.cli_options import (
+    BaseMode,
+    OutputFormat,
+    PackageSet,
+    RootOption,
+    deploy_dir_option,
+    format_option,
+    hostname_option,
+)
+from hostkit.errors import UsageError
 from hostkit.host import LocalHost
 from hostkit.images import (
-    BASE_MODES,
     DEFAULT_MIRROR,
-    PACKAGE_SETS,
     BuildOptions,
     ImageBuilder,
     resolve_ca_bundle,
 )
-from hostkit.stack import DEFAULT_DIR, DEFAULT_PORT, Stack, primary_ip
+from hostkit.stack import DEFAULT_PORT, Stack, primary_ip
 
 stack_app = typer.Typer(
     no_args_is_help=True, help="Build and run the JupyterHub stack (nginx, hub, users' servers)."
 )
 users_app = typer.Typer(no_args_is_help=True, help="Accounts on the live hub.")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-DirOption = typer.Option(DEFAULT_DIR, "--dir", help="Deploy directory.")
-RootOption = typer.Option("/", "--root", hidden=True, help="Resolve host paths under this root.")
+DirOption = deploy_dir_option()
 
 
 def _echo(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def expected_errors(func: F) -> F:
-    """Print a HostkitError as one or two lines and exit non-zero (no traceback)."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except HostkitError as exc:
-            typer.echo(f"error: {exc.message}", err=True)
-            if exc.hint:
-                typer.echo(f"hint: {exc.hint}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _build_options(
     host: LocalHost,
-    base: str,
+    base: BaseMode,
     ca_bundle: str,
     mirror: str,
-    package_set: str,
+    package_set: PackageSet,
     octave: bool,
     r: bool,
     force: bool,
 ) -> BuildOptions:
     return BuildOptions(
-        base=base,
+        base=base.value,
         ca_bundle=resolve_ca_bundle(host, ca_bundle),
         mirror=mirror,
-        package_set=package_set,
+        package_set=package_set.value,
         with_octave=octave,
         with_r=r,
         force=force,
@@ -86,32 +74,36 @@ def _parse_settings(pairs: List[str]) -> dict[str, str]:
 
 
 BaseOpt = typer.Option(
-    "auto",
+    BaseMode.auto,
     "--base",
-    help=f"Base images: {'|'.join(BASE_MODES)} (auto: upstream if it can be pulled, else built here).",
+    help="Base images (auto: upstream if it can be pulled, else built here).",
 )
 CaOpt = typer.Option(
     "system",
     "--ca-bundle",
-    help="CA certificates (PEM) trusted in image builds: 'system' (this host's store), a path, or 'none'.",
+    metavar="FILE|system|none",
+    help="CA certificates (PEM) trusted in image builds: this host's store, a file, or none.",
 )
-MirrorOpt = typer.Option(DEFAULT_MIRROR, "--mirror", help="Debian mirror for the locally built base image.")
-SetOpt = typer.Option("full", "--package-set", help=f"Single-user image contents: {'|'.join(PACKAGE_SETS)}.")
+MirrorOpt = typer.Option(
+    DEFAULT_MIRROR, "--mirror", metavar="URL", help="Debian mirror for the locally built base image."
+)
+SetOpt = typer.Option(PackageSet.full, "--package-set", help="Single-user image contents.")
 OctaveOpt = typer.Option(True, "--octave/--no-octave", help="GNU Octave and its kernel in the user image.")
-ROpt = typer.Option(True, "--r/--no-r", help="R and its kernel in the local notebook base.")
+ROpt = typer.Option(True, "--r-kernel/--no-r-kernel", help="R and its kernel in the local notebook base.")
 
 
 @stack_app.command("build")
-@expected_errors
 def stack_build(
-    base: str = BaseOpt,
+    base: BaseMode = BaseOpt,
     ca_bundle: str = CaOpt,
     mirror: str = MirrorOpt,
-    package_set: str = SetOpt,
+    package_set: PackageSet = SetOpt,
     octave: bool = OctaveOpt,
     r: bool = ROpt,
     force: bool = typer.Option(False, "--force", help="Rebuild even when the inputs did not change."),
-    work_dir: str = typer.Option("/var/lib/hostkit/build", "--work-dir", help="Scratch space for builds."),
+    work_dir: str = typer.Option(
+        "/var/lib/hostkit/build", "--work-dir", metavar="DIR", help="Scratch space for builds."
+    ),
     root: str = RootOption,
 ) -> None:
     """Build the hub, nginx and single-user images (without a registry if need be)."""
@@ -125,33 +117,43 @@ def stack_build(
 
 
 @stack_app.command("up")
-@expected_errors
 def stack_up(
-    directory: str = DirOption,
-    port: Optional[int] = typer.Option(None, "--port", help=f"Public HTTPS port (default {DEFAULT_PORT})."),
-    bind: Optional[str] = typer.Option(None, "--bind", help="Address to publish the port on (default all)."),
-    admin: Optional[str] = typer.Option(None, "--admin", help="Admin user name (default admin)."),
+    directory: Path = DirOption,
+    port: Optional[int] = typer.Option(
+        None, "--port", metavar="PORT", help=f"Public HTTPS port (default {DEFAULT_PORT})."
+    ),
+    bind: Optional[str] = typer.Option(
+        None, "--bind", metavar="IP", help="Address to publish the port on (default all)."
+    ),
+    admin: Optional[str] = typer.Option(
+        None, "--admin", metavar="NAME", help="Admin user name (default admin)."
+    ),
     admin_password: Optional[str] = typer.Option(
         None,
         "--admin-password",
+        metavar="PASSWORD",
         envvar="HOSTKIT_ADMIN_PASSWORD",
         help="The admin's password (first run only); generated and shown once if not given.",
     ),
-    hostname: Optional[str] = typer.Option(None, "--hostname", help="Host name for the certificate and URL."),
-    settings: List[str] = typer.Option([], "--set", help="KEY=VALUE written to .env (repeatable)."),
+    hostname: Optional[str] = hostname_option(),
+    settings: List[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="Written to .env (repeatable)."
+    ),
     build: bool = typer.Option(True, "--build/--no-build", help="Build missing or outdated images first."),
-    base: str = BaseOpt,
+    base: BaseMode = BaseOpt,
     ca_bundle: str = CaOpt,
     mirror: str = MirrorOpt,
-    package_set: str = SetOpt,
+    package_set: PackageSet = SetOpt,
     octave: bool = OctaveOpt,
     r: bool = ROpt,
-    timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for the stack to be healthy."),
+    timeout: float = typer.Option(
+        300, "--timeout", metavar="SECONDS", help="How long to wait for the stack to be healthy."
+    ),
     root: str = RootOption,
 ) -> None:
     """Deploy: files, certs, .env (secrets once), images, start, wait for health, admin."""
     host = LocalHost(root)
-    stack = Stack(host, directory, log=_echo)
+    stack = Stack(host, str(directory), log=_echo)
     existing = stack.read_env()
     overrides = _parse_settings(settings)
     if port is not None:
@@ -213,10 +215,9 @@ def _admin_password(
 
 
 @stack_app.command("down")
-@expected_errors
-def stack_down(directory: str = DirOption, root: str = RootOption) -> None:
+def stack_down(directory: Path = DirOption, root: str = RootOption) -> None:
     """Stop the stack and the users' servers; volumes (hub data, users' work) stay."""
-    stack = Stack(LocalHost(root), directory)
+    stack = Stack(LocalHost(root), str(directory))
     stack.env()
     for name in stack.down():
         _echo(f"removed user container {name}")
@@ -224,19 +225,18 @@ def stack_down(directory: str = DirOption, root: str = RootOption) -> None:
 
 
 @stack_app.command("status")
-@expected_errors
 def stack_status(
-    directory: str = DirOption,
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    directory: Path = DirOption,
+    fmt: OutputFormat = format_option(),
     root: str = RootOption,
 ) -> None:
     """Services with their state and health, and the spawned users' containers."""
-    stack = Stack(LocalHost(root), directory)
+    stack = Stack(LocalHost(root), str(directory))
     env = stack.env()
     services = stack.service_states()
     users = stack.user_containers()
     healthy = all(s["state"] == "running" and s["health"] in ("healthy", "") for s in services.values())
-    if as_json:
+    if fmt is OutputFormat.json:
         report = {
             "version": 1,
             "healthy": healthy,
@@ -256,29 +256,34 @@ def stack_status(
 
 
 @stack_app.command("logs")
-@expected_errors
 def stack_logs(
-    service: Optional[str] = typer.Argument(None, help="jupyterhub, nginx or a user container name."),
-    tail: int = typer.Option(200, "--tail", help="Lines per container."),
-    directory: str = DirOption,
+    service: Optional[str] = typer.Argument(
+        None, metavar="[SERVICE]", help="jupyterhub, nginx or a user container name."
+    ),
+    tail: int = typer.Option(200, "--tail", metavar="LINES", help="Lines per container."),
+    directory: Path = DirOption,
     root: str = RootOption,
 ) -> None:
     """Recent logs of the services (or one service or user container)."""
-    stack = Stack(LocalHost(root), directory)
+    stack = Stack(LocalHost(root), str(directory))
     stack.env()
     sys.stdout.write(stack.logs(service, tail))
 
 
-@expected_errors
 def certs_command(
-    directory: str = DirOption,
-    hostname: Optional[str] = typer.Option(
-        None, "--hostname", help="Name in the certificate (default: this host's)."
+    directory: Path = DirOption,
+    hostname: Optional[str] = hostname_option("Name in the certificate (default: this host's)."),
+    names: List[str] = typer.Option([], "--name", metavar="NAME", help="Extra DNS name (repeatable)."),
+    cert: Optional[Path] = typer.Option(
+        None, "--cert", metavar="FILE", exists=True, dir_okay=False,
+        help="Install this certificate (PEM) instead.",
     ),
-    names: List[str] = typer.Option([], "--name", help="Extra DNS name (repeatable)."),
-    cert: Optional[str] = typer.Option(None, "--cert", help="Install this certificate (PEM) instead."),
-    key: Optional[str] = typer.Option(None, "--key", help="...with this private key (PEM)."),
-    days: int = typer.Option(certs_mod.DEFAULT_DAYS, "--days", help="Validity of a self-signed certificate."),
+    key: Optional[Path] = typer.Option(
+        None, "--key", metavar="FILE", exists=True, dir_okay=False, help="...with this private key (PEM)."
+    ),
+    days: int = typer.Option(
+        certs_mod.DEFAULT_DAYS, "--days", metavar="DAYS", help="Validity of a self-signed certificate."
+    ),
     force: bool = typer.Option(False, "--force", "--renew", help="Replace an existing certificate."),
     show: bool = typer.Option(False, "--show", help="Only show the installed certificate."),
     root: str = RootOption,
@@ -294,8 +299,8 @@ def certs_command(
             certs_dir,
             hostname=hostname,
             extra_names=tuple(names),
-            cert_file=cert,
-            key_file=key,
+            cert_file=str(cert) if cert else None,
+            key_file=str(key) if key else None,
             days=days,
             force=force,
         )
@@ -313,15 +318,14 @@ def certs_command(
 
 
 @users_app.command("list")
-@expected_errors
 def users_list(
-    directory: str = DirOption,
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    directory: Path = DirOption,
+    fmt: OutputFormat = format_option(),
     root: str = RootOption,
 ) -> None:
     """Accounts with their approval, admin and server state."""
-    users = Stack(LocalHost(root), directory).users()
-    if as_json:
+    users = Stack(LocalHost(root), str(directory)).users()
+    if fmt is OutputFormat.json:
         typer.echo(json.dumps({"version": 1, "users": users}, indent=2))
         return
     for u in users:
@@ -334,34 +338,33 @@ def users_list(
 
 
 @users_app.command("approve")
-@expected_errors
 def users_approve(
-    name: str = typer.Argument(..., help="The user who signed up."),
-    directory: str = DirOption,
+    name: str = typer.Argument(..., metavar="NAME", help="The user who signed up."),
+    directory: Path = DirOption,
     root: str = RootOption,
 ) -> None:
     """Approve a sign-up (as the admin would at /hub/authorize)."""
-    changed = Stack(LocalHost(root), directory).approve(name)
+    changed = Stack(LocalHost(root), str(directory)).approve(name)
     typer.echo(f"{name} approved" if changed else f"{name} was already approved")
 
 
 @users_app.command("create")
-@expected_errors
 def users_create(
-    name: str = typer.Argument(..., help="New user name."),
+    name: str = typer.Argument(..., metavar="NAME", help="New user name."),
     password: Optional[str] = typer.Option(
         None,
         "--password",
+        metavar="PASSWORD",
         envvar="HOSTKIT_USER_PASSWORD",
         help="Password; generated and shown once if not given.",
     ),
-    directory: str = DirOption,
+    directory: Path = DirOption,
     root: str = RootOption,
 ) -> None:
     """Create an approved account with a password."""
     shown = password is None
     password = password or secrets.token_urlsafe(12)
-    Stack(LocalHost(root), directory).create_user(name, password)
+    Stack(LocalHost(root), str(directory)).create_user(name, password)
     typer.echo(f"{name} created")
     if shown:
         typer.echo(f"password (shown once): {password}")

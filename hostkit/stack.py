@@ -156,7 +156,7 @@ class Stack:
         if not self.host.exists(self.env_path):
             raise HostkitError(
                 f"no stack in {self.directory} (no .env)",
-                "run `hostkit stack up` (or give --dir)",
+                "run `hostkit stack up` (or give --deploy-dir)",
             )
         return self.read_env()
 
@@ -206,7 +206,7 @@ class Stack:
             [*self.compose_cmd(), *args],
             timeout=timeout,
             check=check,
-            hint=f"see `hostkit stack logs --dir {self.directory}`",
+            hint=f"see `hostkit stack logs --deploy-dir {self.directory}`",
         )
 
     def container_id(self, service: str) -> Optional[str]:
@@ -285,7 +285,7 @@ class Stack:
         summary = ", ".join(f"{k}: {v['state']}/{v['health'] or '-'}" for k, v in states.items())
         raise HostkitError(
             f"the stack did not become healthy ({summary})",
-            f"see `hostkit stack logs --dir {self.directory}`",
+            f"see `hostkit stack logs --deploy-dir {self.directory}`",
         )
 
     # ---- lifecycle -----------------------------------------------------------------

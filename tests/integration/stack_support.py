@@ -93,7 +93,7 @@ class Deployment:
         return out
 
     def cli(self, *args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
-        return hostkit(*args, "--dir", str(self.directory), check=check, timeout=timeout)
+        return hostkit(*args, "--deploy-dir", str(self.directory), check=check, timeout=timeout)
 
     def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
         flags: list[str] = []
@@ -102,7 +102,7 @@ class Deployment:
         return hostkit(
             "stack",
             "up",
-            "--dir",
+            "--deploy-dir",
             str(self.directory),
             "--port",
             str(self.port),

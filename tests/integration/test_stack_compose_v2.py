@@ -47,7 +47,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith(prefix)]
     dep.admin_password = line[len(prefix) :]
     assert dep.admin_password not in (dep.directory / ".env").read_text()
-    hostkit("stack", "down", "--dir", str(dep.directory))
+    hostkit("stack", "down", "--deploy-dir", str(dep.directory))
     try:
         yield dep
     finally:
@@ -73,6 +73,6 @@ def test_compose_v2_brings_the_stack_up_and_the_generated_admin_password_works(
     assert "version" in r.json()
     assert HubUser(prepared, "admin", prepared.admin_password).login()
     # hostkit's own status reads the stack v2 started (same project, same labels)
-    status = hostkit("stack", "status", "--dir", str(prepared.directory), check=False)
+    status = hostkit("stack", "status", "--deploy-dir", str(prepared.directory), check=False)
     assert status.returncode == 0, status.stdout + status.stderr
     assert Path(prepared.directory, ".env").stat().st_mode & 0o777 == 0o600

@@ -125,7 +125,7 @@ def test_signup_waits_for_approval_by_the_admin_or_the_cli(dep: Deployment, admi
     bob = _user(dep, "bob")
     assert bob.signup().status_code == 200
     assert not bob.login()
-    listed = json.loads(dep.cli("users", "list", "--json").stdout)["users"]
+    listed = json.loads(dep.cli("users", "list", "--format", "json").stdout)["users"]
     assert {"name": "bob", "approved": False}.items() <= next(u for u in listed if u["name"] == "bob").items()
     assert "bob approved" in dep.cli("users", "approve", "bob").stdout
     assert bob.login()
@@ -206,7 +206,7 @@ def test_work_survives_server_restart_hub_restart_and_stack_down_up(dep: Deploym
 
 def test_status_and_logs_show_services_and_user_containers(dep: Deployment, alice: HubUser) -> None:
     alice.start_server()
-    status = json.loads(dep.cli("stack", "status", "--json").stdout)
+    status = json.loads(dep.cli("stack", "status", "--format", "json").stdout)
     assert status["healthy"] is True
     assert {s["state"] for s in status["services"].values()} == {"running"}
     assert dep.container_name("alice") in [c["name"] for c in status["user_containers"]]
