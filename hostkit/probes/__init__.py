@@ -33,6 +33,7 @@ def _load() -> None:
         daemon,
         docker_engine,
         firewall,
+        gpu,
         network,
         stack,
         storage,
