@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
+from fakes import ReplayedStreaming
 
 from hostkit.errors import HostkitError
 from hostkit.facts import version_tuple
-from hostkit.host import CommandResult, LocalHost
+from hostkit.host import CommandResult
 
 OS_RELEASE = Path(__file__).resolve().parent / "fixtures" / "os-release"
 
@@ -28,7 +29,7 @@ class Zone:
     masquerade: bool = False
 
 
-class SimHost(LocalHost):
+class SimHost(ReplayedStreaming):
     """Answers the commands bootstrap runs from simulated state; records every call."""
 
     def __init__(self, root: Path, *, distro: str = "debian-12", docker_version: str = "20.10.24",
@@ -94,14 +95,6 @@ class SimHost(LocalHost):
         return sum(1 for c in self.calls if c[: len(prefix)] == prefix)
 
     # ---- commands ----------------------------------------------------------------------
-    def run_streaming(self, argv: Sequence[str], on_line: Callable[[str], None], *,
-                      timeout: float = 24 * 3600, hint: str = "") -> CommandResult:
-        """The simulated command, its output handed over line by line at the end."""
-        res = self.run(argv, timeout=timeout)
-        for line in (res.stdout + res.stderr).splitlines():
-            on_line(line)
-        return res
-
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
         key = tuple(str(a) for a in argv)
         self.calls.append(key)

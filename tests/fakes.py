@@ -42,7 +42,18 @@ class FakeDocker:
 Answer = Union[CommandResult, Exception, str]
 
 
-class FakeHost(LocalHost):
+class ReplayedStreaming(LocalHost):
+    """A host whose commands are simulated: streaming hands over their output at the end."""
+
+    def run_streaming(self, argv: Sequence[str], on_line: Callable[[str], None], *,
+                      timeout: float = 24 * 3600, hint: str = "") -> CommandResult:
+        res = self.run(argv, timeout=timeout)
+        for line in (res.stdout + res.stderr).splitlines():
+            on_line(line)
+        return res
+
+
+class FakeHost(ReplayedStreaming):
     """LocalHost on a temp root whose commands come from `commands` (argv tuple -> answer)."""
 
     def __init__(
@@ -71,14 +82,6 @@ class FakeHost(LocalHost):
 
     def which(self, name: str) -> Optional[str]:
         return f"/usr/bin/{name}" if name in self.binaries else None
-
-    def run_streaming(self, argv: Sequence[str], on_line: Callable[[str], None], *,
-                      timeout: float = 24 * 3600, hint: str = "") -> CommandResult:
-        """The simulated command, its output handed over line by line at the end."""
-        res = self.run(argv, timeout=timeout)
-        for line in (res.stdout + res.stderr).splitlines():
-            on_line(line)
-        return res
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
         key = tuple(str(a) for a in argv)
