@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -86,8 +87,23 @@ def doctor(
         else:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if fmt is Format.nagios:  # monitoring systems read the plugin convention, not ours
-        raise typer.Exit(NAGIOS_EXIT[render_nagios(results).split()[1]])
-    raise typer.Exit(exit_code(results, strict))
+        _end(NAGIOS_EXIT[render_nagios(results).split()[1]])
+    _end(exit_code(results, strict))
+
+
+def _end(code: int) -> None:
+    """Exit with `code`, at once when a probe given up on is still stuck in a system call.
+
+    Such a thread (getaddrinfo on a dead resolver, statvfs on a hung NFS mount) cannot be
+    stopped; the report is complete, so flush it and leave without waiting for the thread.
+    """
+    from hostkit.doctor import probes_still_running
+
+    if probes_still_running():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
 
 
 def _sink(output: Optional[Path]) -> IO[str]:

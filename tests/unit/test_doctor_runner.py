@@ -166,3 +166,12 @@ def test_probe_that_cannot_be_made_here_is_a_skip_not_an_error(tmp_path, monkeyp
     (r,) = run_checks([spec("n", "t_no_image")], ctx(tmp_path))
     assert (r.status, r.hint) == (Status.SKIP, "hostkit stack build")
     assert exit_code([r]) == 0
+
+
+def test_a_probe_given_up_on_frees_its_worker_for_the_queue(tmp_path, test_probes) -> None:
+    # one worker and a probe that never answers: the queued check still runs after the timeout
+    specs = [spec("stuck", "t_hangs", timeout=0.3), spec("next", "t_fine", timeout=0.5)]
+    start = time.monotonic()
+    results = run_checks(specs, ctx(tmp_path), workers=1)
+    assert [r.status for r in results] == [Status.ERROR, Status.PASS]
+    assert time.monotonic() - start < 2.0
