@@ -117,17 +117,23 @@ def run_checks(
 ) -> list[CheckResult]:
     """Evaluate every check; results come back in catalogue order.
 
-    At most `workers` probes run at once. A check's time limit counts from when it starts,
-    not from when it was queued. A check that overruns is reported as ERROR and abandoned:
+    A check whose `needs` did not all PASS or WARN is a SKIP naming the first such need, and
+    its probe does not run. At most `workers` probes run at once. A check's time limit counts
+    from when it starts, not from when it was queued (or waited for its needs).
+    A check that overruns is reported as ERROR and abandoned:
     Python cannot kill a thread, so each probe runs in a daemon thread that never holds the
     process up (see `probes_still_running`).
     """
     pool = threading.Semaphore(max(1, workers))
     slots = [_Slot(spec, pool) for spec in specs]
     settled = threading.Event()
+    by_id = {slot.spec.id: slot for slot in slots}
     for slot in slots:
+        # a need that is not part of this run (--only) does not hold its dependents
+        needs = [by_id[n] for n in slot.spec.needs if n in by_id]
         threading.Thread(
-            target=_work, args=(slot, ctx, settled), name=PROBE_THREAD_PREFIX + slot.spec.id, daemon=True
+            target=_work, args=(slot, needs, ctx, settled), name=PROBE_THREAD_PREFIX + slot.spec.id,
+            daemon=True,
         ).start()
     results: list[CheckResult] = []
     while len(results) < len(slots):
@@ -146,7 +152,14 @@ def run_checks(
     return results
 
 
-def _work(slot: _Slot, ctx: ProbeContext, settled: threading.Event) -> None:
+def _work(slot: _Slot, needs: list[_Slot], ctx: ProbeContext, settled: threading.Event) -> None:
+    for need in needs:
+        need.done.wait()  # before taking a worker, so the clock has not started
+        if need.result is None or need.result.status not in (Status.PASS, Status.WARN):
+            # the root cause is reported once, by the needed check; this one steps aside
+            slot.settle(_result(slot.spec, Outcome.skip(f"needs {need.spec.id}"), 0.0))
+            settled.set()
+            return
     slot.take_worker()
     slot.settle(evaluate(slot.spec, ctx))
     settled.set()

@@ -21,7 +21,6 @@ from hostkit.results import Outcome
 CERTS_FIX = "hostkit certs (or put your own cert/key at the configured paths)"
 
 
-
 def load_cert(ctx: ProbeContext, path: str) -> x509.Certificate:
     data = ctx.host.read_bytes(path)
     try:
@@ -36,14 +35,6 @@ def load_key(ctx: ProbeContext, path: str) -> Any:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise HostkitError(f"{path}: not an unencrypted PEM private key ({exc})", CERTS_FIX) from exc
-
-
-def _missing(ctx: ProbeContext, *paths: str) -> Outcome | None:
-    """Only tls.files fails for absent files; the checks that need them say so and skip."""
-    gone = [p for p in paths if not ctx.host.exists(p)]
-    if gone:
-        return Outcome.skip(f"missing {', '.join(gone)} (see tls.files)")
-    return None
 
 
 @probe("tls_files")
@@ -64,9 +55,6 @@ def not_after(c: x509.Certificate) -> dt.datetime:
 
 @probe("tls_expiry")
 def tls_expiry(ctx: ProbeContext, cert: str, warn_days: int = 30, fail_days: int = 7) -> Outcome:
-    missing = _missing(ctx, cert)
-    if missing:
-        return missing
     end = not_after(load_cert(ctx, cert))
     days = (end - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
     actual = f"expires {end:%Y-%m-%d} ({days:.0f} days)"
@@ -90,9 +78,6 @@ def tls_expiry(ctx: ProbeContext, cert: str, warn_days: int = 30, fail_days: int
 
 @probe("tls_key_match")
 def tls_key_match(ctx: ProbeContext, cert: str, key: str) -> Outcome:
-    missing = _missing(ctx, cert, key)
-    if missing:
-        return missing
     pub = (
         load_cert(ctx, cert)
         .public_key()
@@ -138,9 +123,6 @@ def covers(names: list[str], wanted: str) -> bool:
 
 @probe("tls_san")
 def tls_san(ctx: ProbeContext, cert: str, server_name: str = "") -> Outcome:
-    missing = _missing(ctx, cert)
-    if missing:
-        return missing
     wanted = server_name or socket.getfqdn()
     names = names_in_cert(load_cert(ctx, cert))
     if covers(names, wanted):
@@ -155,9 +137,6 @@ def tls_san(ctx: ProbeContext, cert: str, server_name: str = "") -> Outcome:
 
 @probe("tls_key_size")
 def tls_key_size(ctx: ProbeContext, key: str, min_rsa_bits: int = 2048) -> Outcome:
-    missing = _missing(ctx, key)
-    if missing:
-        return missing
     k = load_key(ctx, key)
     if isinstance(k, rsa.RSAPrivateKey):
         if k.key_size < min_rsa_bits:
@@ -175,9 +154,6 @@ def tls_key_size(ctx: ProbeContext, key: str, min_rsa_bits: int = 2048) -> Outco
 
 @probe("tls_key_mode")
 def tls_key_mode(ctx: ProbeContext, key: str) -> Outcome:
-    missing = _missing(ctx, key)
-    if missing:
-        return missing
     mode = stat.S_IMODE(ctx.host.stat(key).st_mode)
     if mode & 0o077:
         return Outcome.fail(

@@ -276,6 +276,7 @@ def test_daemon_down_gives_one_failure_in_words_and_dependents_skip(tmp_path: Pa
     host = FakeHost(tmp_path, docker_error=HostkitError(
         "the Docker daemon does not answer on /var/run/docker.sock (no such file)",
         "start it: systemctl start docker"))
+    host.files({"/proc/sys/net/ipv4/ip_forward": "1\n"})
     results = run_checks(load_catalogue(), ProbeContext(host, Facts(host), Settings()))
     by_id = {r.id: r for r in results}
     assert by_id["docker.daemon"].status is Status.FAIL
@@ -284,3 +285,5 @@ def test_daemon_down_gives_one_failure_in_words_and_dependents_skip(tmp_path: Pa
     for check_id in DOCKER_DEPENDENTS:
         assert (by_id[check_id].status, by_id[check_id].summary) == (Status.SKIP, "needs docker.daemon")
     assert [r.id for r in results if r.status is Status.ERROR] == []
+    # the cause is told once; nothing else repeats it
+    assert [r.id for r in results if "does not answer" in r.summary] == ["docker.daemon"]

@@ -14,8 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import dh, rsa
 from cryptography.x509.oid import NameOID
 from fakes import FakeHost
 
+from hostkit.catalogue import load_catalogue, select
+from hostkit.doctor import ProbeContext, run_checks
+from hostkit.facts import Facts
 from hostkit.ffdhe import FFDHE_PEM
 from hostkit.results import CheckResult, Status
+from hostkit.settings import Settings
 
 RunCheck = Callable[..., CheckResult]
 CERT, KEY, DH = "/certs/hub.crt", "/certs/hub.key", "/certs/dhparam.pem"
@@ -171,7 +175,9 @@ def test_garbage_cert_is_a_clear_error_not_a_crash(tmp_path: Path, key, run_chec
     assert r.summary.startswith(f"{CERT}: not a PEM certificate")
 
 
-def test_missing_files_fail_once_and_dependents_skip(tmp_path: Path, run_check: RunCheck) -> None:
+def test_missing_files_fail_once_and_dependents_skip(tmp_path: Path) -> None:
     host = FakeHost(tmp_path)
-    assert run_check("tls.files", host, **SETTINGS).status is Status.FAIL
-    assert run_check("tls.expiry", host, **SETTINGS).status is Status.SKIP
+    specs = select(load_catalogue(), ["tls"], ["tls.dhparam"])
+    results = run_checks(specs, ProbeContext(host, Facts(host), Settings(**SETTINGS)))
+    assert [(r.id, r.status) for r in results if r.status is not Status.SKIP] == [("tls.files", Status.FAIL)]
+    assert {r.summary for r in results if r.status is Status.SKIP} == {"needs tls.files"}
