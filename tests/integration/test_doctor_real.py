@@ -118,6 +118,22 @@ def test_container_on_a_network_without_egress_fails_dns_and_tcp(probe_image: st
     assert tcp_outcome.status is Status.FAIL
 
 
+def test_without_any_known_image_hostkit_makes_its_own_and_the_container_checks_run(
+        client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch, internal_network: str) -> None:
+    from hostkit.probes import containers
+
+    monkeypatch.setattr(containers, "PREFERRED_IMAGES", ())  # as on a fresh host: no stack images
+    start = time.monotonic()
+    r = check("dns.container")
+    assert r.status is Status.PASS, r.summary
+    assert time.monotonic() - start < 20  # an import of a few MB, not a build
+    assert check("net.container-egress").status is Status.PASS
+    images = client.images.list(filters={"label": "org.hostkit.probe=1"})
+    assert any(t.startswith("hostkit/probe:") for img in images for t in img.tags)
+    # and it tells a broken network from a working one
+    assert check("dns.container-service", network=internal_network).status is Status.FAIL
+
+
 def test_throwaway_containers_are_removed(client: docker.DockerClient, probe_image: str) -> None:
     check("dns.container", probe_image=probe_image)
     assert client.containers.list(all=True, filters={"label": "hostkit.probe=1"}) == []
