@@ -183,6 +183,13 @@ class Facts:
                 return ComposeInfo("v1", ("docker-compose",), res.stdout.strip())
         return None
 
+    @_once
+    def probe_image(self) -> str:
+        """hostkit's own tiny image for throwaway containers, imported on first use."""
+        from hostkit.probe_image import ensure_probe_image
+
+        return ensure_probe_image(self.host, self.docker_client())
+
     # ---- firewall ----------------------------------------------------------------
     @_once
     def firewalld(self) -> FirewalldInfo:
