@@ -57,3 +57,37 @@ def test_a_probe_that_never_returns_does_not_keep_the_process_alive(tmp_path: Pa
     assert proc.returncode == 1
     assert proc.stderr == ""
     assert elapsed < 6, f"the process took {elapsed:.1f}s to end"
+
+
+def test_tls_checks_with_dh_parameters_print_no_warning_on_stderr(tmp_path: Path) -> None:
+    """cryptography deprecates finite-field DH; judging nginx's dhparam file is no reason to say so."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from hostkit.ffdhe import FFDHE_PEM
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.example.edu")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("hub.example.edu")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "hub.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "hub.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "hub.key").chmod(0o600)
+    (tmp_path / "dhparam.pem").write_text(FFDHE_PEM[2048])
+    settings = tmp_path / "hostkit.toml"
+    settings.write_text(f'cert_file = "{tmp_path}/hub.crt"\nkey_file = "{tmp_path}/hub.key"\n'
+                        f'dhparam_file = "{tmp_path}/dhparam.pem"\nserver_name = "hub.example.edu"\n')
+    code = "import sys; from hostkit.cli import main; sys.argv = ['hostkit', *sys.argv[1:]]; main()"
+    proc, _ = run_cli(["doctor", "--settings", str(settings), "--only", "tls",
+                       "--format", "json"], timeout=60, code=code)
+    by_id = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert by_id["tls.dhparam"]["summary"] == "ffdhe2048 (RFC 7919 named group)"
+    assert proc.stderr == ""
