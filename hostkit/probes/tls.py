@@ -173,9 +173,8 @@ def tls_dhparam(ctx: ProbeContext, path: str, min_bits: int = 2048) -> Outcome:
         params = load_dh_parameters(ctx.host.read_bytes(path))
     except ValueError as exc:
         return Outcome.fail(f"{path}: not PEM DH parameters ({exc})", hint=CERTS_FIX)
-    numbers = params.parameter_numbers()
-    bits = numbers.p.bit_length()
-    named = next((f"ffdhe{b}" for b in FFDHE_PEM if b == bits and numbers.p == ffdhe_prime(b)), "")
+    bits = params.p.bit_length()
+    named = next((f"ffdhe{b}" for b in FFDHE_PEM if b == bits and params.p == ffdhe_prime(b)), "")
     if bits < min_bits:
         return Outcome.fail(
             f"DH parameters of {bits} bits (Logjam-weak)",
