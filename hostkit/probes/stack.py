@@ -21,6 +21,32 @@ def stack_containers(ctx: ProbeContext) -> list[Any]:
     return list(client.containers.list(all=True, filters={"label": label}))
 
 
+def public_address(ctx: ProbeContext) -> str:
+    """Where this host reaches the public port: the bind address, or loopback when it is all."""
+    bind = ctx.settings.bind_address or _deployed_bind(ctx)
+    if bind in ("", "0.0.0.0", "*"):  # noqa: S104 - comparing, not binding
+        return "127.0.0.1"
+    if bind in ("::", "[::]"):
+        return "::1"
+    return bind.strip("[]")
+
+
+def _deployed_bind(ctx: ProbeContext) -> str:
+    from hostkit.stack import parse_env
+
+    env_path = f"{ctx.settings.deploy_dir}/.env"
+    if not ctx.host.exists(env_path):
+        return ""
+    try:
+        return parse_env(ctx.host.read_text(env_path)).get("HOSTKIT_BIND", "")
+    except HostkitError:  # not readable (not root): the default, all addresses
+        return ""
+
+
+def host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 @probe("stack_services")
 def stack_services(ctx: ProbeContext, max_restarts: int = 3) -> Outcome:
     containers = stack_containers(ctx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import socket
+import ssl
 import stat
 from typing import Any
 
@@ -19,6 +20,10 @@ from hostkit.probes import probe
 from hostkit.results import Outcome
 
 CERTS_FIX = "hostkit certs (or put your own cert/key at the configured paths)"
+RELOAD_NGINX = (
+    "reload nginx: docker compose exec nginx nginx -s reload (in the deploy directory), "
+    "or `hostkit stack up`"
+)
 
 
 def load_cert(ctx: ProbeContext, path: str) -> x509.Certificate:
@@ -183,3 +188,56 @@ def tls_dhparam(ctx: ProbeContext, path: str, min_bits: int = 2048) -> Outcome:
             hint="hostkit certs writes the RFC 7919 ffdhe2048 group",
         )
     return Outcome.ok(f"{named} (RFC 7919 named group)" if named else f"{bits}-bit DH parameters")
+
+
+def served_certificate(address: str, port: int, server_name: str, timeout: float = 5.0) -> bytes:
+    """The DER certificate a TLS endpoint presents (no verification: that is what we judge)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((address, port), timeout=timeout) as sock, context.wrap_socket(
+        sock, server_hostname=server_name or None
+    ) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise HostkitError(f"{address}:{port} presented no certificate")
+    return der
+
+
+@probe("tls_served")
+def tls_served(
+    ctx: ProbeContext, port: int, cert: str, server_name: str = "", warn_days: int = 30, fail_days: int = 7
+) -> Outcome:
+    """The certificate nginx serves on the public port: the file on disk, valid, naming us."""
+    from hostkit.probes.stack import host_port, public_address, stack_containers
+
+    address = public_address(ctx)
+    where = host_port(address, port)
+    wanted = server_name or socket.getfqdn()
+    try:
+        der = served_certificate(address, port, wanted)
+    except (OSError, ssl.SSLError) as exc:
+        if not stack_containers(ctx):
+            return Outcome.skip("stack not deployed")
+        return Outcome.fail(f"no TLS answer on {where}: {getattr(exc, 'strerror', None) or exc}",
+                            hint="hostkit stack status; hostkit stack logs nginx")
+    served = x509.load_der_x509_certificate(der)
+    on_disk = load_cert(ctx, cert)
+    days = (not_after(served) - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
+    failures: list[tuple[str, str]] = []
+    if served.public_bytes(serialization.Encoding.DER) != on_disk.public_bytes(serialization.Encoding.DER):
+        failures.append((f"{where} serves a certificate that is not the certificate in {cert}", RELOAD_NGINX))
+    if days < fail_days:
+        what = "expired" if days < 0 else f"expires in {days:.0f} days"
+        failures.append((f"the served certificate {what}", "hostkit certs --renew, then " + RELOAD_NGINX))
+    if not covers(names_in_cert(served), wanted):
+        failures.append((f"the served certificate does not cover {wanted}", f"hostkit certs --name {wanted}"))
+    actual = (f"served: serial {served.serial_number:x}, expires {not_after(served):%Y-%m-%d}; "
+              f"{cert}: serial {on_disk.serial_number:x}, expires {not_after(on_disk):%Y-%m-%d}")
+    if failures:
+        return Outcome.fail("; ".join(f for f, _ in failures), actual=actual, hint=failures[0][1])
+    summary = f"{where} serves {cert} (expires {not_after(served):%Y-%m-%d}, covers {wanted})"
+    if days < warn_days:
+        return Outcome.warn(f"{summary}: expires in {days:.0f} days", actual=actual,
+                            hint="hostkit certs --renew, then " + RELOAD_NGINX)
+    return Outcome.ok(summary, actual=actual)

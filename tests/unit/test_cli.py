@@ -12,7 +12,7 @@ def test_list_prints_every_check_with_severity() -> None:
     result = CliRunner().invoke(app, ["doctor", "--list", "--only", "tls"])
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 8
     assert lines[0].split()[:2] == ["tls.files", "fail"]
 
 
