@@ -10,12 +10,12 @@ import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dh, rsa
+from cryptography.hazmat.primitives.asymmetric import dh, ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from fakes import FakeHost
 
@@ -58,7 +58,7 @@ def make_cert(
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def key_pem(key: Any) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -274,3 +274,21 @@ def test_nothing_served_before_deploy_is_a_skip(tmp_path: Path, key, run_check) 
     r = run_check("tls.served", tls_host(tmp_path, key), public_port=port, bind_address="127.0.0.1",
                   **SETTINGS)
     assert (r.status, r.summary) == (Status.SKIP, "stack not deployed")
+
+
+# ---- tls.key-size judges every key type nginx can use --------------------------------------
+@pytest.mark.parametrize(
+    ("make", "status", "summary"),
+    [
+        (lambda: ec.generate_private_key(ec.SECP256R1()), Status.PASS, "EC secp256r1 (256 bits)"),
+        (lambda: ec.generate_private_key(ec.SECP384R1()), Status.PASS, "EC secp384r1 (384 bits)"),
+        (lambda: ec.generate_private_key(ec.SECP224R1()), Status.FAIL, "EC key on secp224r1 (224 bits)"),
+        (lambda: ec.generate_private_key(ec.SECP192R1()), Status.FAIL, "EC key on secp192r1 (192 bits)"),
+        (ed25519.Ed25519PrivateKey.generate, Status.PASS, "Ed25519"),
+    ],
+)
+def test_key_size_judges_ec_curves_and_ed25519(tmp_path: Path, run_check: RunCheck, make, status,
+                                              summary) -> None:
+    host = FakeHost(tmp_path).files({KEY: key_pem(make()).decode()})
+    r = run_check("tls.key-size", host, **SETTINGS)
+    assert (r.status, r.summary) == (status, summary)
