@@ -78,14 +78,13 @@ def doctor(
     results = run_checks(specs, ProbeContext(host, Facts(host), settings))
     if fmt is Format.human:
         text = render_human(results, Console(record=bool(output), file=_sink(output)))
-        if output:
-            output.write_text(text, encoding="utf-8")
     else:
         text = RENDERERS[fmt.value](results)
-        if output:
-            output.write_text(text, encoding="utf-8")
-        else:
+        if not output:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if output:
+        # temp file + rename in the same directory: a textfile collector never reads half a report
+        LocalHost().write_text(str(output.resolve()), text, mode=0o644, backup=False)
     if fmt is Format.nagios:  # monitoring systems read the plugin convention, not ours
         _end(NAGIOS_EXIT[render_nagios(results).split()[1]])
     _end(exit_code(results, strict))

@@ -11,7 +11,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from hostkit.doctor import ProbeContext
 from hostkit.errors import HostkitError
@@ -140,21 +140,34 @@ def tls_san(ctx: ProbeContext, cert: str, server_name: str = "") -> Outcome:
     )
 
 
-@probe("tls_key_size")
-def tls_key_size(ctx: ProbeContext, key: str, min_rsa_bits: int = 2048) -> Outcome:
-    k = load_key(ctx, key)
+def key_strength(k: Any, min_rsa_bits: int = 2048, min_ec_bits: int = 256) -> tuple[bool, str, str, str]:
+    """(strong enough, what the key is, its size, what is expected) for any key nginx can use.
+
+    EC is judged by its curve's size: P-256 and larger are fine (128-bit security).
+    """
     if isinstance(k, rsa.RSAPrivateKey):
-        if k.key_size < min_rsa_bits:
-            return Outcome.fail(
-                f"RSA key of {k.key_size} bits",
-                expected=f">= {min_rsa_bits}",
-                actual=str(k.key_size),
-                hint=CERTS_FIX,
-            )
-        return Outcome.ok(f"RSA {k.key_size} bits")
+        return k.key_size >= min_rsa_bits, f"RSA {k.key_size} bits", str(k.key_size), f">= {min_rsa_bits}"
     if isinstance(k, ec.EllipticCurvePrivateKey):
-        return Outcome.ok(f"EC {k.curve.name}")
-    return Outcome.ok(type(k).__name__)
+        bits = k.curve.key_size
+        what = f"EC {k.curve.name} ({bits} bits)"
+        return bits >= min_ec_bits, what, str(bits), f">= {min_ec_bits} (P-256 or larger)"
+    if isinstance(k, ed25519.Ed25519PrivateKey):
+        return True, "Ed25519", "256", ""
+    if isinstance(k, ed448.Ed448PrivateKey):
+        return True, "Ed448", "456", ""
+    if isinstance(k, dsa.DSAPrivateKey):  # no browser accepts a DSA certificate
+        return False, f"DSA {k.key_size} bits", str(k.key_size), "RSA or EC"
+    return False, type(k).__name__, "", "RSA or EC"
+
+
+@probe("tls_key_size")
+def tls_key_size(ctx: ProbeContext, key: str, min_rsa_bits: int = 2048, min_ec_bits: int = 256) -> Outcome:
+    strong, what, bits, expected = key_strength(load_key(ctx, key), min_rsa_bits, min_ec_bits)
+    if strong:
+        return Outcome.ok(what, expected=expected, actual=bits)
+    kind, _, size = what.partition(" ")
+    summary = f"{kind} key on {size}" if kind == "EC" else f"{kind} key of {size}" if size else what
+    return Outcome.fail(summary, expected=expected, actual=bits, hint=CERTS_FIX)
 
 
 @probe("tls_key_mode")
