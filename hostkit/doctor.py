@@ -74,6 +74,7 @@ def _result(spec: CheckSpec, outcome: Outcome, duration: float) -> CheckResult:
 
 
 PROBE_THREAD_PREFIX = "hostkit-probe "
+_MET = (Status.PASS, Status.WARN)  # a need that ends so lets its dependents run
 
 
 class _Slot:
@@ -117,7 +118,7 @@ def run_checks(
 ) -> list[CheckResult]:
     """Evaluate every check; results come back in catalogue order.
 
-    A check whose `needs` did not all PASS or WARN is a SKIP naming the first such need, and
+    A check whose `needs` did not all PASS or WARN is a SKIP naming those needs, and
     its probe does not run. At most `workers` probes run at once. A check's time limit counts
     from when it starts, not from when it was queued (or waited for its needs).
     A check that overruns is reported as ERROR and abandoned:
@@ -155,11 +156,12 @@ def run_checks(
 def _work(slot: _Slot, needs: list[_Slot], ctx: ProbeContext, settled: threading.Event) -> None:
     for need in needs:
         need.done.wait()  # before taking a worker, so the clock has not started
-        if need.result is None or need.result.status not in (Status.PASS, Status.WARN):
-            # the root cause is reported once, by the needed check; this one steps aside
-            slot.settle(_result(slot.spec, Outcome.skip(f"needs {need.spec.id}"), 0.0))
-            settled.set()
-            return
+    unmet = [n.spec.id for n in needs if n.result is None or n.result.status not in _MET]
+    if unmet:
+        # the root cause is reported once, by the needed check; this one steps aside
+        slot.settle(_result(slot.spec, Outcome.skip(f"needs {', '.join(unmet)}"), 0.0))
+        settled.set()
+        return
     slot.take_worker()
     slot.settle(evaluate(slot.spec, ctx))
     settled.set()

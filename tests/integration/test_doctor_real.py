@@ -239,3 +239,14 @@ def test_every_output_format_renders_a_real_run(tmp_path: Path) -> None:
         assert out.read_text().strip(), fmt
         assert proc.returncode in (0, 1, 2) if fmt == "nagios" else proc.returncode in (0, 1)
         assert "Traceback" not in proc.stderr
+
+
+def test_a_full_run_prints_no_warning_on_stderr(tmp_path: Path) -> None:
+    (tmp_path / "dhparam.pem").write_text(FFDHE_PEM[2048])
+    settings = tmp_path / "hostkit.toml"
+    settings.write_text(f'dhparam_file = "{tmp_path}/dhparam.pem"\n')
+    proc = subprocess.run([sys.executable, "-W", "default", "-m", "hostkit", "doctor", "--settings",
+                           str(settings), "--format", "json"], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, check=False)
+    assert json.loads(proc.stdout)["checks"]
+    assert proc.stderr == ""

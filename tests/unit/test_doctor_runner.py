@@ -213,6 +213,12 @@ def test_dependents_of_a_check_that_errored_or_skipped_skip_too(tmp_path, test_p
     ]
 
 
+def test_every_unmet_need_is_named(tmp_path, test_probes) -> None:
+    specs = [spec("t.a", "t_crashes"), spec("t.b", "t_fine"), spec("t.c", "t_refuses"),
+             spec("t.d", "t_fine", needs=("t.a", "t.b", "t.c"))]
+    assert run_checks(specs, ctx(tmp_path))[3].summary == "needs t.a, t.c"
+
+
 def test_a_needed_check_that_is_not_selected_does_not_hold_its_dependents(tmp_path, test_probes) -> None:
     (r,) = run_checks([spec("t.a", "t_fine", needs=("t.elsewhere",))], ctx(tmp_path))
     assert r.status is Status.PASS
