@@ -16,7 +16,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_FIELDS = {"id", "title", "probe", "group", "params", "severity", "tags", "hint", "fix_step", "timeout"}
+_FIELDS = {
+    "id", "title", "probe", "group", "params", "severity", "tags", "hint", "fix_step", "timeout", "needs",
+}
 
 
 def load_catalogue(extra_files: Iterable[Path] = ()) -> list[CheckSpec]:
@@ -33,7 +35,33 @@ def load_catalogue(extra_files: Iterable[Path] = ()) -> list[CheckSpec]:
                     f"known probes: {', '.join(sorted(PROBES))}",
                 )
             by_id[spec.id] = spec
+    _check_needs(by_id)
     return list(by_id.values())
+
+
+def _check_needs(by_id: dict[str, CheckSpec]) -> None:
+    """Every `needs` names a check of the catalogue, and no check needs itself, however far."""
+    for spec in by_id.values():
+        for need in spec.needs:
+            if need not in by_id:
+                raise UsageError(
+                    f"{spec.source}: check {spec.id!r} needs unknown check {need!r}",
+                    "`hostkit doctor --list` shows the ids",
+                )
+    done: set[str] = set()
+
+    def visit(check_id: str, path: list[str]) -> None:
+        if check_id in path:
+            cycle = [*path[path.index(check_id):], check_id]
+            raise UsageError(f"{by_id[check_id].source}: needs form a cycle: {' -> '.join(cycle)}")
+        if check_id in done:
+            return
+        for need in by_id[check_id].needs:
+            visit(need, [*path, check_id])
+        done.add(check_id)
+
+    for check_id in by_id:
+        visit(check_id, [])
 
 
 def _parse_file(path: Path) -> list[CheckSpec]:
@@ -76,7 +104,15 @@ def _spec(path: Path, n: int, entry: dict[str, Any]) -> CheckSpec:
         fix_step=entry.get("fix_step", ""),
         timeout=float(entry.get("timeout", 20.0)),
         source=str(path),
+        needs=tuple(_needs(where, entry)),
     )
+
+
+def _needs(where: str, entry: dict[str, Any]) -> list[str]:
+    needs = entry.get("needs", [])
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        raise UsageError(f"{where} ({entry['id']}): needs must be a list of check ids")
+    return needs
 
 
 def select(specs: list[CheckSpec], only: Optional[list[str]], skip: Optional[list[str]]) -> list[CheckSpec]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -100,22 +101,36 @@ def doctor(
     results = run_checks(specs, ProbeContext(host, Facts(host), settings))
     if fmt is Format.human:
         text = render_human(results, Console(record=bool(output), file=_sink(output)))
-        if output:
-            output.write_text(text, encoding="utf-8")
     else:
         text = RENDERERS[fmt.value](results)
-        if output:
-            output.write_text(text, encoding="utf-8")
-        else:
+        if not output:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if output:
+        # temp file + rename in the same directory: a textfile collector never reads half a report
+        LocalHost().write_text(str(output.resolve()), text, mode=0o644, backup=False)
     if fix:
         from hostkit.fix import run_fix
 
         results = run_fix(host, settings, specs, results, yes=yes, dry_run=dry_run,
                           console=Console(stderr=fmt is not Format.human))
     if fmt is Format.nagios:  # monitoring systems read the plugin convention, not ours
-        raise typer.Exit(NAGIOS_EXIT[render_nagios(results).split()[1]])
-    raise typer.Exit(exit_code(results, strict))
+        _end(NAGIOS_EXIT[render_nagios(results).split()[1]])
+    _end(exit_code(results, strict))
+
+
+def _end(code: int) -> None:
+    """Exit with `code`, at once when a probe given up on is still stuck in a system call.
+
+    Such a thread (getaddrinfo on a dead resolver, statvfs on a hung NFS mount) cannot be
+    stopped; the report is complete, so flush it and leave without waiting for the thread.
+    """
+    from hostkit.doctor import probes_still_running
+
+    if probes_still_running():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
 
 
 def _sink(output: Optional[Path]) -> IO[str]:

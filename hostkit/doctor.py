@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -73,6 +73,43 @@ def _result(spec: CheckSpec, outcome: Outcome, duration: float) -> CheckResult:
     )
 
 
+PROBE_THREAD_PREFIX = "hostkit-probe "
+_MET = (Status.PASS, Status.WARN)  # a need that ends so lets its dependents run
+
+
+class _Slot:
+    """One check in a run: its result, settled once, by its probe or by the clock."""
+
+    def __init__(self, spec: CheckSpec, workers: threading.Semaphore) -> None:
+        self.spec = spec
+        self.done = threading.Event()
+        self.result: Optional[CheckResult] = None
+        self.begun: Optional[float] = None
+        self._workers = workers
+        self._holds_worker = False
+        self._lock = threading.Lock()
+
+    def take_worker(self) -> None:
+        self._workers.acquire()
+        with self._lock:
+            self._holds_worker = True
+            self.begun = time.monotonic()
+
+    def settle(self, result: CheckResult) -> None:
+        """The first verdict wins; a probe that answers after its time limit is ignored."""
+        with self._lock:
+            if self.result is not None:
+                return
+            self.result = result
+            if self._holds_worker:  # an abandoned probe no longer counts against the pool
+                self._holds_worker = False
+                self._workers.release()
+        self.done.set()
+
+    def overdue(self, now: float) -> bool:
+        return self.begun is not None and not self.done.is_set() and now - self.begun >= self.spec.timeout
+
+
 def run_checks(
     specs: list[CheckSpec],
     ctx: ProbeContext,
@@ -81,45 +118,67 @@ def run_checks(
 ) -> list[CheckResult]:
     """Evaluate every check; results come back in catalogue order.
 
-    A check's time limit counts from when it starts, not from when it was queued. A check
-    that overruns is reported as ERROR and abandoned; its thread finishes on its own
-    (Python cannot kill a thread), which is why every command a probe runs has a timeout too.
+    A check whose `needs` did not all PASS or WARN is a SKIP naming those needs, and
+    its probe does not run. At most `workers` probes run at once. A check's time limit counts
+    from when it starts, not from when it was queued (or waited for its needs).
+    A check that overruns is reported as ERROR and abandoned:
+    Python cannot kill a thread, so each probe runs in a daemon thread that never holds the
+    process up (see `probes_still_running`).
     """
-    begun_at: dict[str, float] = {}
-
-    def timed(spec: CheckSpec) -> CheckResult:
-        begun_at[spec.id] = time.monotonic()
-        return evaluate(spec, ctx)
-
-    pool = cf.ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="probe")
-    futures = {spec.id: pool.submit(timed, spec) for spec in specs}
+    pool = threading.Semaphore(max(1, workers))
+    slots = [_Slot(spec, pool) for spec in specs]
+    settled = threading.Event()
+    by_id = {slot.spec.id: slot for slot in slots}
+    for slot in slots:
+        # a need that is not part of this run (--only) does not hold its dependents
+        needs = [by_id[n] for n in slot.spec.needs if n in by_id]
+        threading.Thread(
+            target=_work, args=(slot, needs, ctx, settled), name=PROBE_THREAD_PREFIX + slot.spec.id,
+            daemon=True,
+        ).start()
     results: list[CheckResult] = []
-    try:
-        for spec in specs:
-            result = _wait(spec, futures[spec.id], begun_at)
+    while len(results) < len(slots):
+        now = time.monotonic()
+        for slot in slots:
+            if slot.overdue(now):
+                slot.settle(_timed_out(slot.spec))
+        while len(results) < len(slots) and slots[len(results)].done.is_set():
+            result = slots[len(results)].result
+            assert result is not None  # noqa: S101 - done is set only after result
             results.append(result)
             if on_result:
                 on_result(result)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        settled.wait(0.05)
+        settled.clear()
     return results
 
 
-def _wait(spec: CheckSpec, future: cf.Future[CheckResult], begun_at: dict[str, float]) -> CheckResult:
-    while True:
-        begun = begun_at.get(spec.id)
-        # still queued behind other checks: its clock has not started, so just poll
-        wait = 0.05 if begun is None else max(0.0, spec.timeout - (time.monotonic() - begun))
-        try:
-            return future.result(timeout=wait)
-        except cf.TimeoutError:
-            if begun is not None:
-                return _result(
-                    spec,
-                    Outcome(
-                        Status.ERROR,
-                        f"no answer within {spec.timeout:g}s (probe {spec.probe})",
-                        hint="something on the host hangs: see the other checks in this group",
-                    ),
-                    spec.timeout,
-                )
+def _work(slot: _Slot, needs: list[_Slot], ctx: ProbeContext, settled: threading.Event) -> None:
+    for need in needs:
+        need.done.wait()  # before taking a worker, so the clock has not started
+    unmet = [n.spec.id for n in needs if n.result is None or n.result.status not in _MET]
+    if unmet:
+        # the root cause is reported once, by the needed check; this one steps aside
+        slot.settle(_result(slot.spec, Outcome.skip(f"needs {', '.join(unmet)}"), 0.0))
+        settled.set()
+        return
+    slot.take_worker()
+    slot.settle(evaluate(slot.spec, ctx))
+    settled.set()
+
+
+def _timed_out(spec: CheckSpec) -> CheckResult:
+    return _result(
+        spec,
+        Outcome(
+            Status.ERROR,
+            f"no answer within {spec.timeout:g}s (probe {spec.probe})",
+            hint="something on the host hangs: see the other checks in this group",
+        ),
+        spec.timeout,
+    )
+
+
+def probes_still_running() -> bool:
+    """Whether a probe given up on is still stuck (in a DNS lookup, on a hung mount, ...)."""
+    return any(t.name.startswith(PROBE_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate())

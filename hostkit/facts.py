@@ -11,8 +11,10 @@ from typing import Any, Callable, Optional, TypeVar
 
 import psutil
 
+from hostkit import firewalld
 from hostkit.distros import DistroInfo, detect_distro
 from hostkit.errors import HostkitError
+from hostkit.firewalld import FirewalldInfo
 from hostkit.host import LocalHost
 
 T = TypeVar("T")
@@ -79,13 +81,6 @@ class ComposeInfo:
     flavour: str  # "v2" (docker compose plugin) or "v1" (docker-compose)
     argv: tuple[str, ...]
     version: str
-
-
-@dataclass(frozen=True)
-class FirewalldInfo:
-    running: bool
-    state: str
-    backend: str  # nftables / iptables / unknown
 
 
 class Facts:
@@ -183,20 +178,26 @@ class Facts:
                 return ComposeInfo("v1", ("docker-compose",), res.stdout.strip())
         return None
 
+    @_once
+    def probe_image(self) -> str:
+        """hostkit's own tiny image for throwaway containers, imported on first use."""
+        from hostkit.probe_image import ensure_probe_image
+
+        return ensure_probe_image(self.host, self.docker_client())
+
     # ---- firewall ----------------------------------------------------------------
     @_once
     def firewalld(self) -> FirewalldInfo:
-        backend = "unknown"
-        if self.host.exists("/etc/firewalld/firewalld.conf"):
-            for line in self.host.read_text("/etc/firewalld/firewalld.conf").splitlines():
-                key, _, value = line.strip().partition("=")
-                if key == "FirewallBackend":
-                    backend = value.strip() or backend
-        if not self.host.which("firewall-cmd"):
-            return FirewalldInfo(False, "not installed", backend)
-        res = self.host.run(["firewall-cmd", "--state"], timeout=15)
-        state = (res.stdout or res.stderr).strip() or "unknown"
-        return FirewalldInfo(res.ok and state == "running", state, backend)
+        """State and backend, over D-Bus when there is a bus (ms), else with firewall-cmd."""
+        return firewalld.observe_state(self.host)
+
+    @_once
+    def firewalld_docker0_zone(self) -> str:
+        return firewalld.zone_of_interface(self.host, self.firewalld(), "docker0")
+
+    @_once
+    def firewalld_default_zone_ports(self) -> tuple[str, tuple[str, ...]]:
+        return firewalld.default_zone_ports(self.host, self.firewalld())
 
     def summary(self) -> dict[str, Any]:
         """Everything, for `hostkit facts`; a fact that could not be read shows its error."""

@@ -8,12 +8,10 @@ same size and costs nothing to make (generating 4096 bits takes minutes).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
-import warnings
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dh
-from cryptography.utils import CryptographyDeprecationWarning
+from dataclasses import dataclass
 
 FFDHE_PEM: dict[int, str] = {
     2048: """\
@@ -57,21 +55,55 @@ zAqCkc3OyX3Pjsm1Wn+IpGtNtahR9EGC4caKAH5eZV9q//////////8CAQI=
 }
 
 
-def load_dh_parameters(pem: bytes) -> dh.DHParameters:
-    """Parse PEM DH parameters; ValueError when they are not.
+@dataclass(frozen=True)
+class DHParameters:
+    """PKCS #3 DH parameters: the prime modulus and the generator."""
 
-    cryptography deprecates finite-field DH *key exchange*; hostkit only reads the
-    parameters nginx will use, to judge them, so that warning is not the admin's business.
+    p: int
+    g: int
+
+
+def load_dh_parameters(pem: bytes) -> DHParameters:
+    """Parse PEM "DH PARAMETERS" (PKCS #3); ValueError when they are not.
+
+    Read here rather than with cryptography: it deprecates finite-field DH and, from
+    release 50, warns on every use of its DH classes. hostkit only judges the parameters
+    nginx will use, so that warning is not the admin's business (and filtering warnings is
+    not thread-safe while the doctor's probes run concurrently).
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
-        params = serialization.load_pem_parameters(pem)
-    if not isinstance(params, dh.DHParameters):
+    text = pem.decode("ascii", "replace")
+    begin, end = "-----BEGIN DH PARAMETERS-----", "-----END DH PARAMETERS-----"
+    if begin not in text or end not in text:
+        raise ValueError("no BEGIN DH PARAMETERS block")
+    body = text.split(begin, 1)[1].split(end, 1)[0]
+    try:
+        der = base64.b64decode("".join(body.split()), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"bad base64: {exc}") from exc
+    seq, rest = _der(der, 0x30)
+    if rest:
+        raise ValueError("trailing data after the DH parameters")
+    p, seq = _der(seq, 0x02)
+    g, _ = _der(seq, 0x02)  # an optional privateValueLength may follow
+    return DHParameters(int.from_bytes(p, "big"), int.from_bytes(g, "big"))
+
+
+def _der(data: bytes, tag: int) -> tuple[bytes, bytes]:
+    """The content of the DER element of type `tag` at the start of data, and what follows."""
+    if len(data) < 2 or data[0] != tag:
         raise ValueError("not DH parameters")
-    return params
+    length, at = data[1], 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4 or len(data) < 2 + count:
+            raise ValueError("bad DER length")
+        length, at = int.from_bytes(data[2:2 + count], "big"), 2 + count
+    if len(data) < at + length:
+        raise ValueError("truncated DH parameters")
+    return data[at:at + length], data[at + length:]
 
 
 @functools.cache
 def ffdhe_prime(bits: int) -> int:
     """The modulus of the RFC 7919 group of that size (parsed on first use, not at import)."""
-    return load_dh_parameters(FFDHE_PEM[bits].encode()).parameter_numbers().p
+    return load_dh_parameters(FFDHE_PEM[bits].encode()).p

@@ -254,11 +254,37 @@ class LocalHost:
             client = docker.from_env(timeout=timeout)
             client.ping()
         except Exception as exc:
-            raise HostkitError(
-                f"the Docker daemon does not answer: {_short(exc)}",
-                "start it: systemctl start docker (or `service docker start`)",
-            ) from exc
+            raise docker_unreachable(exc, timeout, self._full_env(None) or os.environ) from exc
         return client
+
+
+def docker_unreachable(exc: BaseException, timeout: float, env: Any) -> HostkitError:
+    """Why the daemon did not answer, in words: where hostkit asked and what happened there."""
+    address = str(env.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    address = address[len("unix://"):] if address.startswith("unix://") else address
+    why, hint = _why_unreachable(exc, timeout)
+    return HostkitError(f"the Docker daemon does not answer on {address} ({why})", hint)
+
+
+def _why_unreachable(exc: BaseException, timeout: float) -> tuple[str, str]:
+    start = "start it: systemctl start docker (or `service docker start`)"
+    seen: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo:  # the SDK wraps the socket error in requests' and urllib3's exceptions
+        item = todo.pop()
+        if isinstance(item, BaseException) and item not in seen:
+            seen.append(item)
+            todo += [*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)]
+    for item in seen:
+        if isinstance(item, FileNotFoundError):
+            return "no such file", start
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused", start + "; a socket with no daemon behind it is left over"
+        if isinstance(item, PermissionError):
+            return "permission denied", "run as root (sudo), or as a member of the docker group"
+    if any("timed out" in str(item).lower() for item in seen):
+        return f"no reply within {timeout:g}s", "dockerd is wedged: systemctl restart docker"
+    return _short(exc), start
 
 
 def _indent(text: str) -> str:

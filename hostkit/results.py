@@ -30,6 +30,7 @@ class CheckSpec:
     fix_step: str = ""  # the `hostkit bootstrap` step (or command) that fixes it
     timeout: float = 20.0
     source: str = ""  # catalogue file it came from
+    needs: tuple[str, ...] = ()  # checks that must PASS or WARN first; otherwise this one SKIPs
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ class Settings:
 
     deploy_dir: str = "/opt/hostkit"
     public_port: int = 9090
+    # address the public port is published on; empty = the deployed stack's HOSTKIT_BIND
+    # (all addresses by default). The checks reach it there, or on loopback for "all".
+    bind_address: str = ""
     server_name: str = ""  # host name clients use; empty = this host's FQDN
     # empty: the files `hostkit certs` writes under deploy_dir/certs/
     cert_file: str = ""

@@ -22,7 +22,10 @@ class NoProbeImage(CheckNotApplicable):
 
 
 def pick_probe_image(ctx: ProbeContext) -> str:
-    """The image for throwaway containers: the configured one, else a local one we know."""
+    """The image for throwaway containers: the configured one, a local one we know, else ours.
+
+    Ours is hostkit's tiny probe image (hostkit.probe_image), made from the host's own files.
+    """
     client = ctx.facts.docker_client()
     if ctx.settings.probe_image:
         return ctx.settings.probe_image
@@ -31,10 +34,13 @@ def pick_probe_image(ctx: ProbeContext) -> str:
         for tag in tags:
             if tag.split(":")[0] == repo:
                 return str(tag)
-    raise NoProbeImage(
-        "no local image to run a test container from",
-        "run `hostkit stack build`, or set probe_image in /etc/hostkit/hostkit.toml",
-    )
+    try:
+        return ctx.facts.probe_image()  # made once per run, however many checks ask
+    except HostkitError as exc:
+        raise NoProbeImage(
+            f"no local image to run a test container from, and none could be made: {exc.message}",
+            "run `hostkit stack build`, or set probe_image in /etc/hostkit/hostkit.toml",
+        ) from exc
 
 
 def run_in_container(

@@ -1,4 +1,4 @@
-"""firewalld probes: running, docker0's zone, backend, the public port."""
+"""firewalld probes: running, docker0's zone, backend, the public port (facts over D-Bus)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _not_running(ctx: ProbeContext) -> Outcome | None:
 def firewalld_running(ctx: ProbeContext) -> Outcome:
     fw = ctx.facts.firewalld()
     if fw.running:
-        return Outcome.ok(f"firewalld running ({fw.backend} backend)")
+        return Outcome.ok(f"firewalld running ({fw.backend} backend; asked over {fw.via})")
     return Outcome.skip(f"firewalld {fw.state}")
 
 
@@ -31,8 +31,7 @@ def docker0_zone(ctx: ProbeContext) -> Outcome:
     early = _not_running(ctx)
     if early:
         return early
-    res = ctx.host.run(["firewall-cmd", "--get-zone-of-interface=docker0"], timeout=15)
-    zone = res.stdout.strip() if res.ok else "none"
+    zone = ctx.facts.firewalld_docker0_zone()
     try:
         modern = version_tuple(ctx.facts.docker_version()) >= (20, 10, 0)
     except HostkitError:
@@ -91,8 +90,7 @@ def firewalld_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
     early = _not_running(ctx)
     if early:
         return early
-    zone = ctx.host.run(["firewall-cmd", "--get-default-zone"], timeout=15).stdout.strip()
-    ports = ctx.host.run(["firewall-cmd", f"--zone={zone}", "--list-ports"], timeout=15).stdout.split()
+    zone, ports = ctx.facts.firewalld_default_zone_ports()
     if f"{port}/tcp" in ports:
         return Outcome.ok(f"{port}/tcp open in zone {zone}")
     return Outcome.fail(

@@ -126,9 +126,13 @@ def listeners(port: int) -> list[tuple[str, str]]:
     return sorted(set(found))
 
 
+def _loopback(addr: str) -> bool:
+    return addr.startswith("127.") or addr == "::1"
+
+
 @probe("public_port")
 def public_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
-    from hostkit.probes.stack import stack_containers
+    from hostkit.probes.stack import published, stack_containers
 
     try:
         deployed = bool(stack_containers(ctx))
@@ -138,11 +142,9 @@ def public_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
     where = ", ".join(f"{addr} ({proc})" for addr, proc in found)
     if deployed:
         if not found:
-            return Outcome.fail(
-                f"the stack is deployed but nothing listens on {port}",
-                hint="hostkit stack status; hostkit stack logs nginx",
-            )
-        if all(addr.startswith("127.") or addr == "::1" for addr, _ in found):
+            # no docker-proxy process with "userland-proxy": false: judge what Docker publishes
+            return _published_verdict(port, published(ctx, port))
+        if all(_loopback(addr) for addr, _ in found):
             return Outcome.warn(
                 f"{port} listens on loopback only: {where}",
                 hint="publish the port on 0.0.0.0 so clients can connect",
@@ -154,3 +156,18 @@ def public_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
             hint="stop that service or choose another port (public_port in /etc/hostkit/hostkit.toml)",
         )
     return Outcome.ok(f"{port} is free for the stack")
+
+
+def _published_verdict(port: int, bindings: list[tuple[str, str]]) -> Outcome:
+    if not bindings:
+        return Outcome.fail(
+            f"the stack is deployed but nothing listens on {port} and no container publishes it",
+            hint="hostkit stack status; hostkit stack logs nginx",
+        )
+    where = ", ".join(f"{name} on {addr}" for addr, name in bindings)
+    if all(_loopback(addr) for addr, _ in bindings):
+        return Outcome.warn(
+            f"{port} published by {where} only",
+            hint="publish the port on 0.0.0.0 so clients can connect (hostkit stack up --bind)",
+        )
+    return Outcome.ok(f"{port} published by {where} (Docker forwards it; no proxy process)")

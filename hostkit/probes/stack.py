@@ -21,6 +21,48 @@ def stack_containers(ctx: ProbeContext) -> list[Any]:
     return list(client.containers.list(all=True, filters={"label": label}))
 
 
+def public_address(ctx: ProbeContext) -> str:
+    """Where this host reaches the public port: the bind address, or loopback when it is all."""
+    bind = ctx.settings.bind_address or _deployed_bind(ctx)
+    if bind in ("", "0.0.0.0", "*"):  # noqa: S104 - comparing, not binding
+        return "127.0.0.1"
+    if bind in ("::", "[::]"):
+        return "::1"
+    return bind.strip("[]")
+
+
+def _deployed_bind(ctx: ProbeContext) -> str:
+    from hostkit.stack import parse_env
+
+    env_path = f"{ctx.settings.deploy_dir}/.env"
+    if not ctx.host.exists(env_path):
+        return ""
+    try:
+        return parse_env(ctx.host.read_text(env_path)).get("HOSTKIT_BIND", "")
+    except HostkitError:  # not readable (not root): the default, all addresses
+        return ""
+
+
+def published(ctx: ProbeContext, port: int) -> list[tuple[str, str]]:
+    """(host address, container) for every stack container publishing `port` on the host.
+
+    What Docker forwards, whether or not a docker-proxy process listens: with
+    `"userland-proxy": false` only the DNAT rule carries the port and no process holds it.
+    """
+    found = []
+    for c in stack_containers(ctx):
+        ports = ((c.attrs.get("NetworkSettings") or {}).get("Ports")) or {}
+        for bindings in ports.values():
+            for b in bindings or []:
+                if str(b.get("HostPort")) == str(port):
+                    found.append((str(b.get("HostIp") or "0.0.0.0"), c.name))  # noqa: S104
+    return sorted(set(found))
+
+
+def host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 @probe("stack_services")
 def stack_services(ctx: ProbeContext, max_restarts: int = 3) -> Outcome:
     containers = stack_containers(ctx)
@@ -75,7 +117,7 @@ def https_get(url: str, timeout: float = 10) -> tuple[int, str]:
 def stack_https(ctx: ProbeContext, port: int = 9090, path: str = "/hub/api") -> Outcome:
     if not stack_containers(ctx):
         return Outcome.skip("stack not deployed")
-    url = f"https://127.0.0.1:{port}{path}"
+    url = f"https://{host_port(public_address(ctx), port)}{path}"
     try:
         status, body = https_get(url)
     except HostkitError as exc:
@@ -96,6 +138,8 @@ def stack_https(ctx: ProbeContext, port: int = 9090, path: str = "/hub/api") -> 
 
 @probe("stack_image")
 def stack_image(ctx: ProbeContext, image: str = "hostkit/singleuser") -> Outcome:
+    if not stack_containers(ctx):  # `hostkit stack up` builds it: before deploy, not yet a fault
+        return Outcome.skip("stack not deployed")
     client = ctx.facts.docker_client()
     repo = image.split(":", maxsplit=1)[0]
     tags = [t for img in client.images.list(name=repo) for t in img.tags]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import socket
+import ssl
 import stat
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from hostkit.doctor import ProbeContext
 from hostkit.errors import HostkitError
@@ -19,7 +20,10 @@ from hostkit.probes import probe
 from hostkit.results import Outcome
 
 CERTS_FIX = "hostkit certs (or put your own cert/key at the configured paths)"
-
+RELOAD_NGINX = (
+    "reload nginx: docker compose exec nginx nginx -s reload (in the deploy directory), "
+    "or `hostkit stack up`"
+)
 
 
 def load_cert(ctx: ProbeContext, path: str) -> x509.Certificate:
@@ -36,14 +40,6 @@ def load_key(ctx: ProbeContext, path: str) -> Any:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise HostkitError(f"{path}: not an unencrypted PEM private key ({exc})", CERTS_FIX) from exc
-
-
-def _missing(ctx: ProbeContext, *paths: str) -> Outcome | None:
-    """Only tls.files fails for absent files; the checks that need them say so and skip."""
-    gone = [p for p in paths if not ctx.host.exists(p)]
-    if gone:
-        return Outcome.skip(f"missing {', '.join(gone)} (see tls.files)")
-    return None
 
 
 @probe("tls_files")
@@ -64,9 +60,6 @@ def not_after(c: x509.Certificate) -> dt.datetime:
 
 @probe("tls_expiry")
 def tls_expiry(ctx: ProbeContext, cert: str, warn_days: int = 30, fail_days: int = 7) -> Outcome:
-    missing = _missing(ctx, cert)
-    if missing:
-        return missing
     end = not_after(load_cert(ctx, cert))
     days = (end - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
     actual = f"expires {end:%Y-%m-%d} ({days:.0f} days)"
@@ -90,9 +83,6 @@ def tls_expiry(ctx: ProbeContext, cert: str, warn_days: int = 30, fail_days: int
 
 @probe("tls_key_match")
 def tls_key_match(ctx: ProbeContext, cert: str, key: str) -> Outcome:
-    missing = _missing(ctx, cert, key)
-    if missing:
-        return missing
     pub = (
         load_cert(ctx, cert)
         .public_key()
@@ -138,9 +128,6 @@ def covers(names: list[str], wanted: str) -> bool:
 
 @probe("tls_san")
 def tls_san(ctx: ProbeContext, cert: str, server_name: str = "") -> Outcome:
-    missing = _missing(ctx, cert)
-    if missing:
-        return missing
     wanted = server_name or socket.getfqdn()
     names = names_in_cert(load_cert(ctx, cert))
     if covers(names, wanted):
@@ -153,31 +140,38 @@ def tls_san(ctx: ProbeContext, cert: str, server_name: str = "") -> Outcome:
     )
 
 
-@probe("tls_key_size")
-def tls_key_size(ctx: ProbeContext, key: str, min_rsa_bits: int = 2048) -> Outcome:
-    missing = _missing(ctx, key)
-    if missing:
-        return missing
-    k = load_key(ctx, key)
+def key_strength(k: Any, min_rsa_bits: int = 2048, min_ec_bits: int = 256) -> tuple[bool, str, str, str]:
+    """(strong enough, what the key is, its size, what is expected) for any key nginx can use.
+
+    EC is judged by its curve's size: P-256 and larger are fine (128-bit security).
+    """
     if isinstance(k, rsa.RSAPrivateKey):
-        if k.key_size < min_rsa_bits:
-            return Outcome.fail(
-                f"RSA key of {k.key_size} bits",
-                expected=f">= {min_rsa_bits}",
-                actual=str(k.key_size),
-                hint=CERTS_FIX,
-            )
-        return Outcome.ok(f"RSA {k.key_size} bits")
+        return k.key_size >= min_rsa_bits, f"RSA {k.key_size} bits", str(k.key_size), f">= {min_rsa_bits}"
     if isinstance(k, ec.EllipticCurvePrivateKey):
-        return Outcome.ok(f"EC {k.curve.name}")
-    return Outcome.ok(type(k).__name__)
+        bits = k.curve.key_size
+        what = f"EC {k.curve.name} ({bits} bits)"
+        return bits >= min_ec_bits, what, str(bits), f">= {min_ec_bits} (P-256 or larger)"
+    if isinstance(k, ed25519.Ed25519PrivateKey):
+        return True, "Ed25519", "256", ""
+    if isinstance(k, ed448.Ed448PrivateKey):
+        return True, "Ed448", "456", ""
+    if isinstance(k, dsa.DSAPrivateKey):  # no browser accepts a DSA certificate
+        return False, f"DSA {k.key_size} bits", str(k.key_size), "RSA or EC"
+    return False, type(k).__name__, "", "RSA or EC"
+
+
+@probe("tls_key_size")
+def tls_key_size(ctx: ProbeContext, key: str, min_rsa_bits: int = 2048, min_ec_bits: int = 256) -> Outcome:
+    strong, what, bits, expected = key_strength(load_key(ctx, key), min_rsa_bits, min_ec_bits)
+    if strong:
+        return Outcome.ok(what, expected=expected, actual=bits)
+    kind, _, size = what.partition(" ")
+    summary = f"{kind} key on {size}" if kind == "EC" else f"{kind} key of {size}" if size else what
+    return Outcome.fail(summary, expected=expected, actual=bits, hint=CERTS_FIX)
 
 
 @probe("tls_key_mode")
 def tls_key_mode(ctx: ProbeContext, key: str) -> Outcome:
-    missing = _missing(ctx, key)
-    if missing:
-        return missing
     mode = stat.S_IMODE(ctx.host.stat(key).st_mode)
     if mode & 0o077:
         return Outcome.fail(
@@ -197,9 +191,8 @@ def tls_dhparam(ctx: ProbeContext, path: str, min_bits: int = 2048) -> Outcome:
         params = load_dh_parameters(ctx.host.read_bytes(path))
     except ValueError as exc:
         return Outcome.fail(f"{path}: not PEM DH parameters ({exc})", hint=CERTS_FIX)
-    numbers = params.parameter_numbers()
-    bits = numbers.p.bit_length()
-    named = next((f"ffdhe{b}" for b in FFDHE_PEM if b == bits and numbers.p == ffdhe_prime(b)), "")
+    bits = params.p.bit_length()
+    named = next((f"ffdhe{b}" for b in FFDHE_PEM if b == bits and params.p == ffdhe_prime(b)), "")
     if bits < min_bits:
         return Outcome.fail(
             f"DH parameters of {bits} bits (Logjam-weak)",
@@ -208,3 +201,56 @@ def tls_dhparam(ctx: ProbeContext, path: str, min_bits: int = 2048) -> Outcome:
             hint="hostkit certs writes the RFC 7919 ffdhe2048 group",
         )
     return Outcome.ok(f"{named} (RFC 7919 named group)" if named else f"{bits}-bit DH parameters")
+
+
+def served_certificate(address: str, port: int, server_name: str, timeout: float = 5.0) -> bytes:
+    """The DER certificate a TLS endpoint presents (no verification: that is what we judge)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((address, port), timeout=timeout) as sock, context.wrap_socket(
+        sock, server_hostname=server_name or None
+    ) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise HostkitError(f"{address}:{port} presented no certificate")
+    return der
+
+
+@probe("tls_served")
+def tls_served(
+    ctx: ProbeContext, port: int, cert: str, server_name: str = "", warn_days: int = 30, fail_days: int = 7
+) -> Outcome:
+    """The certificate nginx serves on the public port: the file on disk, valid, naming us."""
+    from hostkit.probes.stack import host_port, public_address, stack_containers
+
+    address = public_address(ctx)
+    where = host_port(address, port)
+    wanted = server_name or socket.getfqdn()
+    try:
+        der = served_certificate(address, port, wanted)
+    except (OSError, ssl.SSLError) as exc:
+        if not stack_containers(ctx):
+            return Outcome.skip("stack not deployed")
+        return Outcome.fail(f"no TLS answer on {where}: {getattr(exc, 'strerror', None) or exc}",
+                            hint="hostkit stack status; hostkit stack logs nginx")
+    served = x509.load_der_x509_certificate(der)
+    on_disk = load_cert(ctx, cert)
+    days = (not_after(served) - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
+    failures: list[tuple[str, str]] = []
+    if served.public_bytes(serialization.Encoding.DER) != on_disk.public_bytes(serialization.Encoding.DER):
+        failures.append((f"{where} serves a certificate that is not the certificate in {cert}", RELOAD_NGINX))
+    if days < fail_days:
+        what = "expired" if days < 0 else f"expires in {days:.0f} days"
+        failures.append((f"the served certificate {what}", "hostkit certs --renew, then " + RELOAD_NGINX))
+    if not covers(names_in_cert(served), wanted):
+        failures.append((f"the served certificate does not cover {wanted}", f"hostkit certs --name {wanted}"))
+    actual = (f"served: serial {served.serial_number:x}, expires {not_after(served):%Y-%m-%d}; "
+              f"{cert}: serial {on_disk.serial_number:x}, expires {not_after(on_disk):%Y-%m-%d}")
+    if failures:
+        return Outcome.fail("; ".join(f for f, _ in failures), actual=actual, hint=failures[0][1])
+    summary = f"{where} serves {cert} (expires {not_after(served):%Y-%m-%d}, covers {wanted})"
+    if days < warn_days:
+        return Outcome.warn(f"{summary}: expires in {days:.0f} days", actual=actual,
+                            hint="hostkit certs --renew, then " + RELOAD_NGINX)
+    return Outcome.ok(summary, actual=actual)

@@ -118,6 +118,22 @@ def test_container_on_a_network_without_egress_fails_dns_and_tcp(probe_image: st
     assert tcp_outcome.status is Status.FAIL
 
 
+def test_without_any_known_image_hostkit_makes_its_own_and_the_container_checks_run(
+        client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch, internal_network: str) -> None:
+    from hostkit.probes import containers
+
+    monkeypatch.setattr(containers, "PREFERRED_IMAGES", ())  # as on a fresh host: no stack images
+    start = time.monotonic()
+    r = check("dns.container")
+    assert r.status is Status.PASS, r.summary
+    assert time.monotonic() - start < 20  # an import of a few MB, not a build
+    assert check("net.container-egress").status is Status.PASS
+    images = client.images.list(filters={"label": "org.hostkit.probe=1"})
+    assert any(t.startswith("hostkit/probe:") for img in images for t in img.tags)
+    # and it tells a broken network from a working one
+    assert check("dns.container-service", network=internal_network).status is Status.FAIL
+
+
 def test_throwaway_containers_are_removed(client: docker.DockerClient, probe_image: str) -> None:
     check("dns.container", probe_image=probe_image)
     assert client.containers.list(all=True, filters={"label": "hostkit.probe=1"}) == []
@@ -223,3 +239,14 @@ def test_every_output_format_renders_a_real_run(tmp_path: Path) -> None:
         assert out.read_text().strip(), fmt
         assert proc.returncode in (0, 1, 2) if fmt == "nagios" else proc.returncode in (0, 1)
         assert "Traceback" not in proc.stderr
+
+
+def test_a_full_run_prints_no_warning_on_stderr(tmp_path: Path) -> None:
+    (tmp_path / "dhparam.pem").write_text(FFDHE_PEM[2048])
+    settings = tmp_path / "hostkit.toml"
+    settings.write_text(f'dhparam_file = "{tmp_path}/dhparam.pem"\n')
+    proc = subprocess.run([sys.executable, "-W", "default", "-m", "hostkit", "doctor", "--settings",
+                           str(settings), "--format", "json"], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, check=False)
+    assert json.loads(proc.stdout)["checks"]
+    assert proc.stderr == ""

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dh, rsa
+from cryptography.hazmat.primitives.asymmetric import dh, ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from fakes import FakeHost
 
+from hostkit.catalogue import load_catalogue, select
+from hostkit.doctor import ProbeContext, run_checks
+from hostkit.facts import Facts
 from hostkit.ffdhe import FFDHE_PEM
 from hostkit.results import CheckResult, Status
+from hostkit.settings import Settings
 
 RunCheck = Callable[..., CheckResult]
 CERT, KEY, DH = "/certs/hub.crt", "/certs/hub.key", "/certs/dhparam.pem"
@@ -49,7 +58,7 @@ def make_cert(
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def key_pem(key: Any) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -171,7 +180,115 @@ def test_garbage_cert_is_a_clear_error_not_a_crash(tmp_path: Path, key, run_chec
     assert r.summary.startswith(f"{CERT}: not a PEM certificate")
 
 
-def test_missing_files_fail_once_and_dependents_skip(tmp_path: Path, run_check: RunCheck) -> None:
+def test_missing_files_fail_once_and_dependents_skip(tmp_path: Path) -> None:
     host = FakeHost(tmp_path)
-    assert run_check("tls.files", host, **SETTINGS).status is Status.FAIL
-    assert run_check("tls.expiry", host, **SETTINGS).status is Status.SKIP
+    specs = select(load_catalogue(), ["tls"], ["tls.dhparam", "tls.served"])
+    results = run_checks(specs, ProbeContext(host, Facts(host), Settings(**SETTINGS)))
+    assert [(r.id, r.status) for r in results if r.status is not Status.SKIP] == [("tls.files", Status.FAIL)]
+    assert {r.summary for r in results if r.status is Status.SKIP} == {"needs tls.files"}
+
+
+# ---- tls.served: the certificate nginx actually serves ------------------------------------
+class TlsServer:
+    """A local TLS endpoint serving a given certificate, as nginx does on the public port."""
+
+    def __init__(self, tmp_path: Path, cert: bytes, key: rsa.RSAPrivateKey) -> None:
+        (tmp_path / "served.crt").write_bytes(cert)
+        (tmp_path / "served.key").write_bytes(key_pem(key))
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(tmp_path / "served.crt", tmp_path / "served.key")
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError), self.context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path, key) -> Iterator[Callable[[bytes], TlsServer]]:
+    servers: list[TlsServer] = []
+
+    def start(cert: bytes) -> TlsServer:
+        servers.append(TlsServer(tmp_path, cert, key))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def test_served_certificate_matching_the_file_passes(tmp_path: Path, key, served, run_check) -> None:
+    cert = make_cert(key)
+    server = served(cert)
+    host = tls_host(tmp_path, key, cert)
+    r = run_check("tls.served", host, public_port=server.port, bind_address="127.0.0.1", **SETTINGS)
+    assert r.status is Status.PASS, r.summary
+    assert r.summary.startswith(f"127.0.0.1:{server.port} serves {CERT}")
+
+
+def test_renewed_file_nginx_never_loaded_fails_with_reload(tmp_path: Path, key, served, run_check) -> None:
+    server = served(make_cert(key, days=365))
+    host = tls_host(tmp_path, key, make_cert(key, days=700))  # renewed on disk, not reloaded
+    r = run_check("tls.served", host, public_port=server.port, bind_address="127.0.0.1", **SETTINGS)
+    assert r.status is Status.FAIL
+    assert "not the certificate in " + CERT in r.summary
+    assert "docker compose exec nginx nginx -s reload" in r.hint
+    assert "hostkit stack up" in r.hint
+
+
+def test_served_certificate_for_another_name_fails(tmp_path: Path, key, served, run_check) -> None:
+    cert = make_cert(key, names=("other.example.org",), ips=())
+    server = served(cert)
+    host = tls_host(tmp_path, key, cert)
+    r = run_check("tls.served", host, public_port=server.port, bind_address="127.0.0.1", **SETTINGS)
+    assert r.status is Status.FAIL
+    assert "does not cover hub.example.edu" in r.summary
+
+
+def test_expiring_served_certificate_fails(tmp_path: Path, key, served, run_check) -> None:
+    cert = make_cert(key, days=3)
+    server = served(cert)
+    host = tls_host(tmp_path, key, cert)
+    r = run_check("tls.served", host, public_port=server.port, bind_address="127.0.0.1", **SETTINGS)
+    assert r.status is Status.FAIL
+    assert "served certificate expires in 3 days" in r.summary
+
+
+def test_nothing_served_before_deploy_is_a_skip(tmp_path: Path, key, run_check) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # a port nothing listens on
+    r = run_check("tls.served", tls_host(tmp_path, key), public_port=port, bind_address="127.0.0.1",
+                  **SETTINGS)
+    assert (r.status, r.summary) == (Status.SKIP, "stack not deployed")
+
+
+# ---- tls.key-size judges every key type nginx can use --------------------------------------
+@pytest.mark.parametrize(
+    ("make", "status", "summary"),
+    [
+        (lambda: ec.generate_private_key(ec.SECP256R1()), Status.PASS, "EC secp256r1 (256 bits)"),
+        (lambda: ec.generate_private_key(ec.SECP384R1()), Status.PASS, "EC secp384r1 (384 bits)"),
+        (lambda: ec.generate_private_key(ec.SECP224R1()), Status.FAIL, "EC key on secp224r1 (224 bits)"),
+        (lambda: ec.generate_private_key(ec.SECP192R1()), Status.FAIL, "EC key on secp192r1 (192 bits)"),
+        (ed25519.Ed25519PrivateKey.generate, Status.PASS, "Ed25519"),
+    ],
+)
+def test_key_size_judges_ec_curves_and_ed25519(tmp_path: Path, run_check: RunCheck, make, status,
+                                              summary) -> None:
+    host = FakeHost(tmp_path).files({KEY: key_pem(make()).decode()})
+    r = run_check("tls.key-size", host, **SETTINGS)
+    assert (r.status, r.summary) == (status, summary)
