@@ -1,0 +1,132 @@
+"""What bootstrap writes into daemon.json and docker.service, on a systemd box with dockerd 20.10.
+
+One box for the module; the tests run in file order and each leaves Docker running. 8.8.8.8
+answers from this network, so an unreachable public resolver is simulated with iptables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "box"))
+
+from boxlib import Box
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DROP_IN_DIR = "/etc/systemd/system/docker.service.d"
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Box]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root and a local dockerd")
+    b = Box(f"hostkit-cfg-{os.getpid()}")
+    start = time.monotonic()
+    b.start()
+    TIMINGS["box_boot_s"] = time.monotonic() - start
+    try:
+        b.install_hostkit()
+        b.seed_docker_content()
+        yield b
+    finally:
+        print("\nTIMINGS", json.dumps(TIMINGS))
+        if not os.environ.get("HOSTKIT_KEEP_BOX"):
+            b.remove()
+
+
+def _bootstrap(box: Box, args: str) -> tuple[int, str]:
+    res = box.sh(f"hostkit bootstrap --no-stack {args}", check=False, timeout=900)
+    # rich wraps at 80 columns without a terminal; compare words, not line breaks
+    return res.returncode, " ".join((res.stdout + " " + res.stderr).split())
+
+
+def _daemon_json(box: Box) -> dict[str, object]:
+    return json.loads(box.sh("cat /etc/docker/daemon.json").stdout)  # type: ignore[no-any-return]
+
+
+def _restart_docker(box: Box) -> None:
+    box.sh("systemctl daemon-reload && systemctl reset-failed docker.service docker.socket; "
+           "systemctl restart docker && docker info >/dev/null")
+
+
+def _block(box: Box, ip: str, *, from_host: bool = True) -> None:
+    """Drop traffic to ip from containers (FORWARD, DOCKER-USER) and, optionally, the box."""
+    chains = ["FORWARD", "DOCKER-USER"] + (["OUTPUT"] if from_host else [])
+    box.sh("; ".join(f"iptables -I {c} -d {ip} -j DROP" for c in chains))
+
+
+def _unblock(box: Box, ip: str) -> None:
+    for chain in ("OUTPUT", "FORWARD", "DOCKER-USER"):
+        box.sh(f"while iptables -D {chain} -d {ip} -j DROP 2>/dev/null; do :; done")
+
+
+def _container_resolves(box: Box) -> bool:
+    res = box.sh("docker run --rm hostkit-tiny:1 nslookup deb.debian.org", check=False,
+                 timeout=60)
+    return res.returncode == 0
+
+
+def _state(box: Box) -> str:
+    return box.sh("cat /etc/docker/daemon.json 2>/dev/null; echo; ls -l "
+                  f"{DROP_IN_DIR} 2>/dev/null; systemctl show -p MainPID docker").stdout
+
+
+def _doctor(box: Box, check: str) -> dict[str, object]:
+    res = box.sh(f"hostkit doctor --only {check} --format json", check=False)
+    return json.loads(res.stdout)["checks"][0]  # type: ignore[no-any-return]
+
+
+# ---- 10: a DNS server goes into daemon.json only once it has answered -----------------
+
+def test_a_dns_server_that_does_not_answer_is_refused_before_any_change(box: Box) -> None:
+    _block(box, "8.8.8.8")
+    try:
+        before = _state(box)
+        rc, text = _bootstrap(box, "--yes --dns 8.8.8.8 --probe-image hostkit-tiny:1")
+        assert rc == 2, text
+        assert "--dns 8.8.8.8" in text
+        assert box.resolver() in text  # the hint names the host's resolver that answers
+        assert "Traceback" not in text
+        assert _state(box) == before
+    finally:
+        _unblock(box, "8.8.8.8")
+
+
+def test_without_dns_the_default_is_written_only_where_it_answers(box: Box) -> None:
+    _block(box, "8.8.8.8")
+    try:
+        rc, text = _bootstrap(box, "--yes --probe-image hostkit-tiny:1")
+        assert rc == 0, text
+        assert _daemon_json(box)["dns"] == [box.resolver()]
+        assert f"8.8.8.8 does not answer here; using this host's resolvers {box.resolver()}" \
+            in text
+        assert _container_resolves(box)
+        settings = box.sh("cat /etc/hostkit/hostkit.toml").stdout
+        assert f'dns = ["{box.resolver()}"]' in settings
+    finally:
+        _unblock(box, "8.8.8.8")
+
+
+def test_a_failed_network_probe_after_the_restart_rolls_daemon_json_back(box: Box) -> None:
+    # 8.8.8.8 answers the host, but containers cannot reach it
+    _block(box, "8.8.8.8", from_host=False)
+    try:
+        config = box.sh("cat /etc/docker/daemon.json").stdout
+        start = time.monotonic()
+        rc, text = _bootstrap(box, "--yes --dns 8.8.8.8 --probe-image hostkit-tiny:1")
+        TIMINGS["probe_failure_rollback_s"] = time.monotonic() - start
+        assert rc == 1, text
+        assert "rolled back" in text
+        assert box.sh("cat /etc/docker/daemon.json").stdout == config
+        assert _container_resolves(box)
+    finally:
+        _unblock(box, "8.8.8.8")
