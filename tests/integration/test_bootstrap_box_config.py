@@ -130,3 +130,28 @@ def test_a_failed_network_probe_after_the_restart_rolls_daemon_json_back(box: Bo
         assert _container_resolves(box)
     finally:
         _unblock(box, "8.8.8.8")
+
+
+# ---- 11: a re-run keeps what the admin chose -------------------------------------------
+
+def test_a_rerun_keeps_the_admins_dns_and_log_driver(box: Box) -> None:
+    admin = {"dns": [box.resolver()], "log-driver": "journald",
+             "log-opts": {"tag": "{{.Name}}"}}
+    box.sh(f"echo '{json.dumps(admin)}' > /etc/docker/daemon.json")
+    _restart_docker(box)
+    rc, text = _bootstrap(box, "--yes --probe-image hostkit-tiny:1")
+    assert rc == 0, text
+    assert _daemon_json(box) == admin
+    settings = box.sh("cat /etc/hostkit/hostkit.toml").stdout
+    assert f'dns = ["{box.resolver()}"]' in settings
+    assert _doctor(box, "daemon.logging")["status"] != "fail"
+
+
+def test_given_log_flags_change_rotation_and_keep_the_dns(box: Box) -> None:
+    box.sh(f"echo '{json.dumps({'dns': [box.resolver()]})}' > /etc/docker/daemon.json")
+    _restart_docker(box)
+    rc, text = _bootstrap(box, "--yes --log-max-size 20m --probe-image hostkit-tiny:1")
+    assert rc == 0, text
+    assert _daemon_json(box) == {"dns": [box.resolver()], "log-driver": "json-file",
+                                 "log-opts": {"max-size": "20m", "max-file": "5"}}
+    assert 'log_max_size = "20m"' in box.sh("cat /etc/hostkit/hostkit.toml").stdout
