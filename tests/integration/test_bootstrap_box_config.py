@@ -155,3 +155,21 @@ def test_given_log_flags_change_rotation_and_keep_the_dns(box: Box) -> None:
     assert _daemon_json(box) == {"dns": [box.resolver()], "log-driver": "json-file",
                                  "log-opts": {"max-size": "20m", "max-file": "5"}}
     assert 'log_max_size = "20m"' in box.sh("cat /etc/hostkit/hostkit.toml").stdout
+
+
+# ---- 12: a UTF-8 BOM, which dockerd 20.10 refuses ---------------------------------------
+
+def test_a_bom_in_daemon_json_is_named_with_its_fix_where_dockerd_refuses_it(box: Box) -> None:
+    config = box.sh("cat /etc/docker/daemon.json").stdout
+    box.sh("printf '\\357\\273\\277' > /tmp/bom && cat /tmp/bom /etc/docker/daemon.json "
+           "> /tmp/d.json && cp /tmp/d.json /etc/docker/daemon.json")
+    try:
+        rc, text = _bootstrap(box, "--yes")
+        assert rc != 0
+        assert "byte order mark" in text
+        assert "sed -i '1s/^\\xEF\\xBB\\xBF//' /etc/docker/daemon.json" in text
+        doctor = _doctor(box, "daemon.syntax")
+        assert doctor["status"] == "fail"
+        assert "byte order mark" in str(doctor["summary"])
+    finally:
+        box.sh(f"printf '%s' '{config}' > /etc/docker/daemon.json")
