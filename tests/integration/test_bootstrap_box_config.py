@@ -173,3 +173,19 @@ def test_a_bom_in_daemon_json_is_named_with_its_fix_where_dockerd_refuses_it(box
         assert "byte order mark" in str(doctor["summary"])
     finally:
         box.sh(f"printf '%s' '{config}' > /etc/docker/daemon.json")
+
+
+# ---- 6: a relocated root must be mounted before dockerd starts --------------------------
+
+def test_a_relocated_data_root_is_required_mounted_before_docker_starts(box: Box) -> None:
+    start = time.monotonic()
+    rc, text = _bootstrap(box, f"--yes --data-root /srv/docker --dns {box.resolver()} "
+                               "--probe-image hostkit-tiny:1")
+    TIMINGS["relocation_s"] = time.monotonic() - start
+    assert rc == 0, text
+    assert box.docker_root() == "/srv/docker"
+    shown = box.sh("systemctl show -p RequiresMountsFor docker.service").stdout
+    assert "/srv/docker" in shown.split("=", 1)[1].split()
+    rc, text = _bootstrap(box, "--yes --probe-image hostkit-tiny:1")
+    assert rc == 0, text
+    assert "changed=0" in text
