@@ -189,3 +189,51 @@ def test_a_relocated_data_root_is_required_mounted_before_docker_starts(box: Box
     rc, text = _bootstrap(box, "--yes --probe-image hostkit-tiny:1")
     assert rc == 0, text
     assert "changed=0" in text
+
+
+# ---- 7: unit settings that a hostkit.conf drop-in does not win against ------------------
+
+def test_a_conflicting_flag_in_override_conf_is_beaten_by_a_drop_in_that_sorts_last(
+        box: Box) -> None:
+    # what `systemctl edit docker` writes: override.conf sorts after hostkit.conf
+    box.sh(f"mkdir -p {DROP_IN_DIR} && printf '%s\\n' '[Service]' 'ExecStart=' "
+           "'ExecStart=/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock"
+           f" --dns 1.1.1.1 $DOCKER_OPTS' > {DROP_IN_DIR}/override.conf")
+    cfg = _daemon_json(box)
+    cfg.pop("dns")
+    box.sh(f"echo '{json.dumps(cfg)}' > /etc/docker/daemon.json")
+    _restart_docker(box)
+    try:
+        rc, text = _bootstrap(box, f"--yes --dns {box.resolver()} --probe-image hostkit-tiny:1")
+        assert rc == 0, text
+        assert _daemon_json(box)["dns"] == [box.resolver()]
+        exec_start = box.sh("systemctl show -p ExecStart docker.service").stdout
+        assert "--dns" not in exec_start
+        assert "/srv/docker" in box.sh("systemctl show -p RequiresMountsFor docker").stdout
+        assert box.sh(f"ls {DROP_IN_DIR}").stdout.split() == ["override.conf",
+                                                              "zz-hostkit.conf"]
+        assert _doctor(box, "daemon.unit-conflicts")["status"] == "pass"
+    finally:
+        box.sh(f"rm -f {DROP_IN_DIR}/override.conf")
+        _restart_docker(box)
+
+
+def test_dns_in_docker_opts_is_refused_naming_the_environment_file(box: Box) -> None:
+    # docker-ce's unit has no EnvironmentFile; sites add one with a drop-in
+    box.sh(f"printf '%s\\n' '[Service]' 'EnvironmentFile=-/etc/default/docker' "
+           f"> {DROP_IN_DIR}/environment.conf && cp /etc/default/docker /tmp/default-docker && "
+           "echo 'DOCKER_OPTS=\"--dns 1.1.1.1\"' >> /etc/default/docker && "
+           "systemctl daemon-reload")
+    try:
+        doctor = _doctor(box, "daemon.unit-conflicts")
+        assert doctor["status"] == "fail"
+        assert "/etc/default/docker" in str(doctor["summary"]) + str(doctor["hint"])
+        before = _state(box)
+        rc, text = _bootstrap(box, f"--yes --dns {box.resolver()}")
+        assert rc != 0
+        assert "DOCKER_OPTS" in text
+        assert "/etc/default/docker" in text
+        assert _state(box) == before  # nothing written, Docker not restarted
+    finally:
+        box.sh(f"cp /tmp/default-docker /etc/default/docker && "
+               f"rm -f {DROP_IN_DIR}/environment.conf && systemctl daemon-reload")
