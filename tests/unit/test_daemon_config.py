@@ -75,3 +75,21 @@ def test_empty_execstart_in_a_drop_in_resets_the_command() -> None:
 def test_removed_graph_flag_maps_to_data_root() -> None:
     unit = "[Service]\nExecStart=/usr/bin/dockerd -g /big/docker\n"
     assert conflicting_flags(unit, {"data-root": "/srv"}) == [("-g", "data-root")]
+
+
+BOM_TEXT = '\ufeff{"dns": ["10.0.0.53"]}\n'
+
+
+def test_a_bom_is_accepted_where_dockerd_strips_it() -> None:
+    # moby#44770 (23.0): dockerd ignores a leading UTF-8 BOM
+    assert parse_daemon_json(BOM_TEXT, docker_version=(23, 0, 0)) == {"dns": ["10.0.0.53"]}
+    assert parse_daemon_json(BOM_TEXT, docker_version=(27, 3, 1)) == {"dns": ["10.0.0.53"]}
+
+
+def test_a_bom_on_docker_20_10_is_the_error_with_the_command_that_removes_it() -> None:
+    with pytest.raises(DaemonJsonError) as err:
+        parse_daemon_json(BOM_TEXT, "/etc/docker/daemon.json", docker_version=(20, 10, 24))
+    assert "byte order mark" in err.value.message
+    assert "Docker 20.10.24" in err.value.message
+    assert err.value.hint == ("remove it: sed -i '1s/^\\xEF\\xBB\\xBF//' "
+                              "/etc/docker/daemon.json")
