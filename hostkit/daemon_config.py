@@ -9,7 +9,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from hostkit.errors import HostkitError
 
@@ -29,8 +29,41 @@ class DaemonJsonError(HostkitError):
         self.column = column
 
 
-def parse_daemon_json(text: str, path: str = DAEMON_JSON) -> dict[str, Any]:
-    """Parse daemon.json; an empty file is an empty config, as dockerd treats it."""
+BOM = "\ufeff"
+# dockerd strips a UTF-8 byte order mark since 23.0 (moby#44770, backported as moby#44777);
+# 20.10 refuses the file with "invalid character 'ï' looking for beginning of value".
+BOM_ACCEPTED_SINCE = (23, 0, 0)
+REMOVE_BOM = "sed -i '1s/^\\xEF\\xBB\\xBF//' " + DAEMON_JSON
+
+
+class DaemonJsonBomError(DaemonJsonError):
+    """daemon.json starts with a UTF-8 BOM that the installed dockerd does not accept."""
+
+    def __init__(self, path: str, docker_version: Optional[tuple[int, int, int]]) -> None:
+        which = (f"Docker {'.'.join(map(str, docker_version))}" if docker_version
+                 else "a Docker older than 23 (or one whose version is unknown)")
+        HostkitError.__init__(
+            self,
+            f"{path} starts with a UTF-8 byte order mark (BOM), which {which} does not accept "
+            "(Docker 23 and later ignore it)",
+            f"remove it: {REMOVE_BOM.replace(DAEMON_JSON, path)}",
+        )
+        self.path = path
+        self.line = 1
+        self.column = 1
+
+
+def parse_daemon_json(text: str, path: str = DAEMON_JSON,
+                      docker_version: Optional[tuple[int, int, int]] = None) -> dict[str, Any]:
+    """Parse daemon.json as the installed dockerd would; an empty file is an empty config.
+
+    A leading UTF-8 BOM is accepted where dockerd accepts it (docker_version >= 23.0) and is
+    the error otherwise, with the command that removes it.
+    """
+    if text.startswith(BOM):
+        if docker_version is None or docker_version < BOM_ACCEPTED_SINCE:
+            raise DaemonJsonBomError(path, docker_version)
+        text = text[len(BOM):]
     if not text.strip():
         return {}
     try:

@@ -168,6 +168,19 @@ class Facts:
         return str(info.get("ServerVersion", ""))
 
     @_once
+    def dockerd_version(self) -> Optional[tuple[int, int, int]]:
+        """The installed engine's version: the running daemon's, else `dockerd --version`."""
+        try:
+            return version_tuple(self.docker_version())
+        except HostkitError:
+            pass
+        if not self.host.which("dockerd"):
+            return None
+        res = self.host.run(["dockerd", "--version"], timeout=15)
+        found = re.search(r"version v?(\d+\.\d+[.\d]*)", res.stdout)
+        return version_tuple(found.group(1)) if res.ok and found else None
+
+    @_once
     def compose(self) -> Optional[ComposeInfo]:
         """The compose the host has: the v2 plugin is preferred over the v1 binary."""
         if self.docker_binary():

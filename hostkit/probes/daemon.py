@@ -23,7 +23,8 @@ def read_daemon_json(ctx: ProbeContext) -> Optional[dict[str, Any]]:
     """The parsed file, None when it does not exist; DaemonJsonError when it does not parse."""
     if not ctx.host.exists(DAEMON_JSON):
         return None
-    return parse_daemon_json(ctx.host.read_text(DAEMON_JSON), DAEMON_JSON)
+    return parse_daemon_json(ctx.host.read_text(DAEMON_JSON), DAEMON_JSON,
+                             ctx.facts.dockerd_version())
 
 
 def _config_or_skip(ctx: ProbeContext) -> Union[dict[str, Any], Outcome]:

@@ -65,7 +65,7 @@ class ConfigPlan:
     def config_changes(self) -> bool:
         if self.existing_text is None:
             return True
-        return parse_daemon_json(self.existing_text) != self.desired
+        return parse_daemon_json(self.existing_text, DAEMON_JSON, (99, 0, 0)) != self.desired
 
     @property
     def dropin_changes(self) -> bool:
@@ -82,7 +82,7 @@ class ConfigPlan:
 def plan_config(host: LocalHost, facts: Facts, options: DaemonOptions) -> ConfigPlan:
     """Read daemon.json (a malformed one stops everything) and render the desired one."""
     existing_text = host.read_text(DAEMON_JSON) if host.exists(DAEMON_JSON) else None
-    existing = parse_daemon_json(existing_text or "", DAEMON_JSON)
+    existing = parse_daemon_json(existing_text or "", DAEMON_JSON, facts.dockerd_version())
     desired = render_daemon_json(existing, options)
     problems = [f"{p.key}: {p.problem} (write {p.fix})" for p in find_type_problems(desired)]
     if problems:

@@ -334,3 +334,10 @@ def test_unit_file_not_in_use_without_systemd_is_skipped(fake_host: FakeHost, ru
         "/etc/docker/daemon.json": '{"hosts": ["unix:///var/run/docker.sock"]}',
     })
     assert run_check("daemon.unit-conflicts", fake_host).status is Status.SKIP
+
+
+def test_a_bom_fails_daemon_syntax_on_docker_20_10(fake_host: FakeHost, run_check: RunCheck) -> None:
+    fake_host.files({"/etc/docker/daemon.json": '\ufeff{"dns": ["8.8.8.8"]}'})
+    r = run_check("daemon.syntax", fake_host)
+    assert r.status is Status.FAIL
+    assert "byte order mark" in r.summary
