@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from hostkit.errors import HostkitError
+from hostkit.errors import HostkitError, UsageError
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 
@@ -218,43 +218,61 @@ def conflicting_flags(unit_text: str, config: dict[str, Any]) -> list[tuple[str,
 
 # ---- desired state ---------------------------------------------------------------------
 
-# Options the json-file log driver accepts; any other log-opt left over from a previous
-# driver (syslog-address, gelf-*) would make dockerd refuse to start once json-file is set.
-_JSON_FILE_LOG_OPTS = frozenset(
-    {"max-size", "max-file", "labels", "labels-regex", "env", "env-regex", "tag", "compress"}
-)
+DEFAULT_DNS = ("8.8.8.8",)
+DEFAULT_LOG_MAX_SIZE = "10m"
+DEFAULT_LOG_MAX_FILE = "5"
+DEFAULT_DATA_ROOT = "/var/lib/docker"
+
+# Options each rotating file driver accepts; any other log-opt left over from a previous
+# driver (syslog-address, gelf-*) would make dockerd refuse to start once it is switched.
+_ROTATING_DRIVER_OPTS = {
+    "json-file": frozenset({"max-size", "max-file", "labels", "labels-regex", "env",
+                            "env-regex", "tag", "compress"}),
+    # docs.docker.com/engine/logging/drivers/local: max-size, max-file, compress
+    "local": frozenset({"max-size", "max-file", "compress"}),
+}
+ROTATING_DRIVERS = tuple(_ROTATING_DRIVER_OPTS)
 
 
 @dataclass(frozen=True)
 class DaemonOptions:
-    """The daemon.json keys hostkit owns (seed values as defaults)."""
+    """The daemon.json keys hostkit owns; None keeps what the file says (or the default)."""
 
-    log_max_size: str = "10m"
-    log_max_file: str = "5"
-    dns: tuple[str, ...] = ("8.8.8.8",)
-    data_root: str | None = None
+    log_max_size: Optional[str] = None
+    log_max_file: Optional[str] = None
+    dns: Optional[tuple[str, ...]] = None
+    data_root: Optional[str] = None
+    log_driver: Optional[str] = None  # json-file or local; None keeps the admin's driver
 
 
 def render_daemon_json(existing: dict[str, Any], options: DaemonOptions) -> dict[str, Any]:
     """The daemon.json hostkit wants: `existing` with hostkit's keys set, every other key kept.
 
     Pure: `existing` is not modified. Key order is kept so the diff shows only real changes.
+    Only what `options` names changes a value the file already has: an admin's `dns`, or a
+    log driver of their own (journald, gelf, ...) with its options, stays.
     """
     out: dict[str, Any] = json.loads(json.dumps(existing))  # deep copy, JSON types only
-    previous_driver = out.get("log-driver")
-    raw_opts = out.get("log-opts")
-    old_opts: dict[str, Any] = raw_opts if isinstance(raw_opts, dict) else {}
-    opts: dict[str, str] = {}
-    for key, value in old_opts.items():
-        if previous_driver not in (None, "json-file") and key not in _JSON_FILE_LOG_OPTS:
-            continue
-        # moby#38242: every log-opts value must be a JSON string ("5", not 5)
-        opts[key] = value if isinstance(value, str) else json.dumps(value)
-    opts["max-size"] = options.log_max_size
-    opts["max-file"] = str(options.log_max_file)
-    out["log-driver"] = "json-file"
-    out["log-opts"] = opts
-    if options.dns:
+    previous_driver = out.get("log-driver") or "json-file"
+    driver = options.log_driver or previous_driver
+    if driver in _ROTATING_DRIVER_OPTS:
+        raw_opts = out.get("log-opts")
+        opts: dict[str, str] = {}
+        for key, value in (raw_opts if isinstance(raw_opts, dict) else {}).items():
+            if driver != previous_driver and key not in _ROTATING_DRIVER_OPTS[driver]:
+                continue
+            # moby#38242: every log-opts value must be a JSON string ("5", not 5)
+            opts[key] = value if isinstance(value, str) else json.dumps(value)
+        opts["max-size"] = options.log_max_size or opts.get("max-size") or DEFAULT_LOG_MAX_SIZE
+        opts["max-file"] = str(options.log_max_file or opts.get("max-file")
+                               or DEFAULT_LOG_MAX_FILE)
+        out["log-driver"] = driver
+        out["log-opts"] = opts
+    elif options.log_max_size or options.log_max_file:
+        raise UsageError(f"log-driver {driver} (in {DAEMON_JSON}) keeps no files to rotate, "
+                         "so --log-max-size/--log-max-file do not apply",
+                         "add --log-driver json-file (or local) to switch, or drop those flags")
+    if options.dns is not None:
         out["dns"] = list(options.dns)
     if "graph" in out:
         # `graph` was removed in Docker 23; `data-root` has meant the same since 17.05

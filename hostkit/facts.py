@@ -196,6 +196,19 @@ class Facts:
                 return ComposeInfo("v1", ("docker-compose",), res.stdout.strip())
         return None
 
+    def resolver_answers(self, server: str, name: str) -> str:
+        """'' when server answers for name asked directly, else why not (asked once per run)."""
+        with self._locks.setdefault("resolver_answers", threading.Lock()):
+            answers: dict[tuple[str, str], str] = self._cache.setdefault(
+                "resolver_answers", (True, {}))[1]
+            if (server, name) not in answers:
+                try:
+                    self.host.ask_dns(server, name)
+                    answers[(server, name)] = ""
+                except HostkitError as exc:
+                    answers[(server, name)] = exc.message
+            return answers[(server, name)]
+
     # ---- firewall ----------------------------------------------------------------
     @_once
     def firewalld(self) -> FirewalldInfo:

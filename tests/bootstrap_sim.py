@@ -49,6 +49,7 @@ class SimHost(LocalHost):
         self.fstype = "ext4"
         self.extra_mounts: list[str] = []
         self.avail = 10**12
+        self.dead_resolvers: set[str] = set()  # resolvers that do not answer from this host
         self.unit = ("[Service]\nExecStart=/usr/sbin/dockerd -H fd:// "
                      "--containerd=/run/containerd/containerd.sock\n")
         self.permanent: dict[str, Zone] = {"public": Zone(), "trusted": Zone(), "docker": Zone()}
@@ -68,6 +69,12 @@ class SimHost(LocalHost):
         self.host_path("/srv").mkdir(parents=True, exist_ok=True)
 
     # ---- helpers -----------------------------------------------------------------------
+    def ask_dns(self, server: str, name: str, timeout: float = 3.0) -> str:
+        self.calls.append(("dns", server, name))
+        if server in self.dead_resolvers:
+            raise HostkitError(f"{server} did not answer within {timeout:g}s")
+        return "192.0.2.10"
+
     def host_path(self, p: str) -> Path:
         return self.path(p)
 

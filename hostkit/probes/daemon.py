@@ -64,6 +64,20 @@ def daemon_json_types(ctx: ProbeContext) -> Outcome:
     )
 
 
+# Drivers that hand each line elsewhere: rotation, if any, is the receiver's business.
+_ROTATED_ELSEWHERE = {
+    "journald": "the journal rotates them (SystemMaxUse= in journald.conf)",
+    "syslog": "syslog and logrotate keep them",
+    "gelf": "they leave the host (GELF)",
+    "fluentd": "they leave the host (fluentd)",
+    "awslogs": "they leave the host (CloudWatch)",
+    "splunk": "they leave the host (Splunk)",
+    "gcplogs": "they leave the host (Cloud Logging)",
+    "logentries": "they leave the host (Logentries)",
+    "none": "containers' output is discarded",
+}
+
+
 @probe("daemon_json_logging")
 def daemon_json_logging(ctx: ProbeContext) -> Outcome:
     config = _config_or_skip(ctx)
@@ -72,9 +86,14 @@ def daemon_json_logging(ctx: ProbeContext) -> Outcome:
     driver = config.get("log-driver", "json-file")
     opts = config.get("log-opts") or {}
     if driver == "local":
-        return Outcome.ok("log-driver local rotates by itself")
+        return Outcome.ok(f"log-driver local rotates at {opts.get('max-size', '20m')} x "
+                          f"{opts.get('max-file', '5')}")
+    if driver in _ROTATED_ELSEWHERE:
+        return Outcome.ok(f"log-driver {driver}: Docker keeps no log files; "
+                          f"{_ROTATED_ELSEWHERE[driver]}")
     if driver != "json-file":
-        return Outcome.ok(f"log-driver {driver} (logs leave the host)")
+        return Outcome.warn(f"log-driver {driver}: hostkit cannot tell whether its logs rotate",
+                            hint="make sure the plugin bounds what it keeps on this host")
     missing = [k for k in ("max-size", "max-file") if k not in opts]
     if missing:
         return Outcome.fail(

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from hostkit.daemon_config import (
     _FLAG_KEYS,
     DAEMON_JSON,
+    ROTATING_DRIVERS,
     DaemonOptions,
     conflicting_flags,
     daemon_json_text,
@@ -25,6 +26,7 @@ from hostkit.errors import HostkitError
 from hostkit.facts import Facts, docker_unit_text
 from hostkit.host import LocalHost
 from hostkit.steps import Change
+from hostkit.subsystems.dns import choose_dns
 from hostkit.subsystems.docker_service import DockerService, docker_api_info
 
 log = logging.getLogger("hostkit.bootstrap")
@@ -60,6 +62,7 @@ class ConfigPlan:
     dropin_text: Optional[str]  # None: no drop-in needed
     existing_dropin: Optional[str]
     type_problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # choices made for the admin, said in the plan
 
     @property
     def config_changes(self) -> bool:
@@ -79,10 +82,15 @@ class ConfigPlan:
         return "\n".join(list(lines)[2:])
 
 
+def _read(host: LocalHost, path: str) -> Optional[str]:
+    return host.read_text(path) if host.exists(path) else None
+
+
 def plan_config(host: LocalHost, facts: Facts, options: DaemonOptions) -> ConfigPlan:
     """Read daemon.json (a malformed one stops everything) and render the desired one."""
     existing_text = host.read_text(DAEMON_JSON) if host.exists(DAEMON_JSON) else None
     existing = parse_daemon_json(existing_text or "", DAEMON_JSON, facts.dockerd_version())
+    options, notes = choose_dns(host, facts, options, existing)
     desired = render_daemon_json(existing, options)
     problems = [f"{p.key}: {p.problem} (write {p.fix})" for p in find_type_problems(desired)]
     if problems:
@@ -113,7 +121,8 @@ def plan_config(host: LocalHost, facts: Facts, options: DaemonOptions) -> Config
                         f"/etc/default/docker sets {', '.join(f for f, _ in clash)} in DOCKER_OPTS"
                         f", which {DAEMON_JSON} now sets too (dockerd would refuse to start)",
                         "remove those flags from DOCKER_OPTS")
-    return ConfigPlan(existing_text, desired, daemon_json_text(desired), dropin, existing_dropin)
+    return ConfigPlan(existing_text, desired, daemon_json_text(desired), dropin, existing_dropin,
+                      notes=notes)
 
 
 def validate_config(host: LocalHost, text: str) -> str:
@@ -177,12 +186,25 @@ class ConfigTransaction:
 def _config_changes(plan: ConfigPlan, disruptive: bool, downtime: float) -> list[Change]:
     changes: list[Change] = []
     if plan.config_changes:
-        changes.append(Change(f"write {DAEMON_JSON} (old one backed up) and restart Docker",
+        why = "".join(f" ({note})" for note in plan.notes)
+        changes.append(Change(f"write {DAEMON_JSON} (old one backed up) and restart Docker{why}",
                               plan.diff(), disruptive, downtime))
     if plan.dropin_changes:
         changes.append(Change(f"move conflicting dockerd flags into {DROP_IN}",
                               plan.dropin_text or "", disruptive, downtime))
     return changes
+
+
+def recorded_settings(desired: dict[str, Any]) -> dict[str, Any]:
+    """What daemon.json really puts in effect, for the site settings the doctor reads."""
+    found: dict[str, Any] = {}
+    if desired.get("dns"):
+        found["dns"] = list(desired["dns"])
+    opts = desired.get("log-opts")
+    if desired.get("log-driver", "json-file") in ROTATING_DRIVERS and isinstance(opts, dict):
+        found.update({f"log_{k.replace('-', '_')}": str(opts[k])
+                      for k in ("max-size", "max-file") if k in opts})
+    return found
 
 
 
@@ -192,14 +214,19 @@ class DaemonJsonStep:
     name = "daemon-json"
     title = f"{DAEMON_JSON}: log rotation, DNS, no flag conflicts"
 
-    def __init__(self, options: DaemonOptions) -> None:
+    def __init__(self, options: DaemonOptions,
+                 recorded: Optional[dict[str, Any]] = None) -> None:
         self.options = options
+        self.recorded = recorded if recorded is not None else {}
         self._plan: Optional[ConfigPlan] = None
 
     def check(self, host: LocalHost, facts: Facts) -> list[Change]:
         # data-root is the relocation step's key: here it is kept as it is
         plan = plan_config(host, facts, replace(self.options, data_root=None))
         self._plan = plan
+        for key in ("dns", "log_max_size", "log_max_file"):
+            self.recorded.pop(key, None)
+        self.recorded.update(recorded_settings(plan.desired))
         running = docker_api_info(host) is not None
         return _config_changes(plan, disruptive=running, downtime=10.0)
 
@@ -230,4 +257,29 @@ def apply_config_with_restart(host: LocalHost, facts: Facts, plan: ConfigPlan) -
                            "the old file is back in place; see the log") from exc
 
 
+def read_dns(host: LocalHost) -> Optional[list[str]]:
+    """daemon.json's dns now (None: unset, or a file that does not parse)."""
+    try:
+        config = parse_daemon_json(_read(host, DAEMON_JSON) or "", DAEMON_JSON, (99, 0, 0))
+    except HostkitError:
+        return None
+    dns = config.get("dns")
+    return [str(d) for d in dns] if isinstance(dns, list) and dns else None
+
+
+def restore_dns(host: LocalHost, facts: Facts, previous: Optional[list[str]]) -> bool:
+    """Put daemon.json's dns back to `previous` and restart Docker; False if nothing differs."""
+    text = _read(host, DAEMON_JSON)
+    current = parse_daemon_json(text or "", DAEMON_JSON, facts.dockerd_version())
+    desired = dict(current)
+    if previous:
+        desired["dns"] = list(previous)
+    else:
+        desired.pop("dns", None)
+    if desired == current:
+        return False
+    dropin = _read(host, DROP_IN)
+    plan = ConfigPlan(text, desired, daemon_json_text(desired), dropin, dropin)
+    apply_config_with_restart(host, facts, plan)
+    return True
 

@@ -341,3 +341,22 @@ def test_a_bom_fails_daemon_syntax_on_docker_20_10(fake_host: FakeHost, run_chec
     r = run_check("daemon.syntax", fake_host)
     assert r.status is Status.FAIL
     assert "byte order mark" in r.summary
+
+
+def test_journald_logging_is_rotated_by_the_journal_not_failed(
+        fake_host: FakeHost, run_check: RunCheck) -> None:
+    fake_host.files({"/etc/docker/daemon.json": '{"log-driver": "journald"}'})
+    r = run_check("daemon.logging", fake_host)
+    assert r.status is Status.PASS
+    assert "journal" in r.summary
+    fake_host.files({"/etc/docker/daemon.json": '{"log-driver": "some/plugin:1"}'})
+    assert run_check("daemon.logging", fake_host).status is Status.WARN
+
+
+def test_the_upstreams_behind_the_resolved_stub_are_asked(tmp_path) -> None:
+    from hostkit.subsystems.dns import host_upstreams
+
+    host = FakeHost(tmp_path, binaries=("resolvectl",), commands={
+        ("resolvectl", "dns"): "Global: 1.1.1.1#cloudflare-dns.com\nLink 2 (eth0): 10.0.0.1\n"})
+    host.files({"/etc/resolv.conf": "nameserver 127.0.0.53\nnameserver 10.0.0.1\n"})
+    assert host_upstreams(host) == ["1.1.1.1", "10.0.0.1"]
