@@ -176,36 +176,135 @@ _FLAG_KEYS = {
 }
 
 
-def dockerd_flags_in_unit(unit_text: str) -> list[tuple[str, str]]:
-    """(flag, daemon.json key) for each daemon option on the unit's effective ExecStart.
+@dataclass(frozen=True)
+class UnitCommand:
+    """docker.service's effective dockerd command line, and where each part of it comes from."""
 
-    An empty `ExecStart=` resets earlier ones (systemd semantics), so drop-ins that override
-    the command are honoured when the unit and its drop-ins are concatenated in order.
+    argv: tuple[str, ...]  # as systemd holds it: $VARIABLES not expanded
+    source: str = ""  # the unit file or drop-in whose ExecStart= wins
+    environment: tuple[tuple[str, str], ...] = ()  # (name, value) after every file is read
+    env_sources: tuple[tuple[str, str], ...] = ()  # (name, environment file that sets it)
+
+    def words(self) -> list[tuple[str, str]]:
+        """(word, where it comes from) with $VAR and ${VAR} expanded as systemd does."""
+        env = dict(self.environment)
+        origin = dict(self.env_sources)
+        out: list[tuple[str, str]] = []
+        for word in self.argv:
+            whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
+            if whole:  # `$VAR` alone splits into words; unset means no word at all
+                name = whole.group(1)
+                where = f"{origin.get(name, 'Environment=')} ({name})"
+                out += [(w, where) for w in env.get(name, "").split()]
+                continue
+            names = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", word)
+            expanded = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
+                              lambda m: env.get(m.group(1), ""), word)
+            where = (f"{origin.get(names[0], 'Environment=')} ({names[0]})" if names
+                     else self.source)
+            if expanded:
+                out.append((expanded, where))
+        return out
+
+
+def parse_systemctl_show(text: str) -> dict[str, list[str]]:
+    """`systemctl show -p A -p B` output: each property's values (a property may repeat)."""
+    props: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            props.setdefault(key.strip(), []).append(value.strip())
+    return props
+
+
+def exec_start_argv(show_value: str) -> list[str]:
+    """The argv of the last command in a `systemctl show -p ExecStart` value.
+
+    The value looks like `{ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd -H fd:// ... ;
+    ignore_errors=no ; ... }`; systemd prints argv words separated by spaces.
     """
-    exec_lines: list[str] = []
-    logical = re.sub(r"\\\n", " ", unit_text)
-    for raw in logical.splitlines():
+    found = re.findall(r"argv\[\]=(.*?) ; ", show_value)
+    return found[-1].split() if found else []
+
+
+def parse_environment_file(text: str) -> dict[str, str]:
+    """KEY=VALUE lines as systemd's EnvironmentFile= reads them (quotes removed, # comments)."""
+    env: dict[str, str] = {}
+    for raw in re.sub(r"\\\n", "", text).splitlines():
         line = raw.strip()
-        if not line.startswith("ExecStart="):
+        if not line or line.startswith(("#", ";")) or "=" not in line:
             continue
-        value = line[len("ExecStart=") :].strip()
-        if not value:
-            exec_lines = []
-        else:
-            exec_lines.append(value)
-    found: list[tuple[str, str]] = []
-    for value in exec_lines:
+        key, _, value = line.partition("=")
         try:
-            words = shlex.split(value.lstrip("-@:+!"))
+            env[key.strip()] = " ".join(shlex.split(value, comments=True))
+        except ValueError:
+            env[key.strip()] = value.strip().strip("'\"")
+    return env
+
+
+def parse_environment_assignments(values: list[str]) -> dict[str, str]:
+    """`Environment=A=1 "B=two words"` lines (unit text or systemctl show) as a dict."""
+    env: dict[str, str] = {}
+    for value in values:
+        try:
+            words = shlex.split(value)
         except ValueError:
             words = value.split()
-        if not words or not words[0].endswith("dockerd"):
-            continue
-        for word in words[1:]:
-            flag = word.split("=", 1)[0]
-            if flag in _FLAG_KEYS:
-                found.append((flag, _FLAG_KEYS[flag]))
+        for word in words:
+            key, sep, val = word.partition("=")
+            if sep:
+                env[key] = val
+    return env
+
+
+def unit_settings(files: list[tuple[str, str]]) -> tuple[list[str], str, list[str], list[str]]:
+    """(ExecStart words, its file, Environment= values, EnvironmentFile= values) from unit text.
+
+    `files` are the unit and its drop-ins in systemd's order; an empty `ExecStart=` resets
+    the earlier ones, as an empty `EnvironmentFile=` or `Environment=` does.
+    """
+    argv: list[str] = []
+    source = ""
+    environment: list[str] = []
+    env_files: list[str] = []
+    for path, text in files:
+        for raw in re.sub(r"\\\n", " ", text).splitlines():
+            key, sep, value = raw.strip().partition("=")
+            if not sep:
+                continue
+            value = value.strip()
+            if key == "ExecStart":
+                argv, source = ([], "") if not value else (_split(value.lstrip("-@:+!")), path)
+            elif key == "Environment":
+                environment = [*environment, value] if value else []
+            elif key == "EnvironmentFile":
+                env_files = [*env_files, value] if value else []
+    return argv, source, environment, env_files
+
+
+def _split(value: str) -> list[str]:
+    try:
+        return shlex.split(value)
+    except ValueError:
+        return value.split()
+
+
+def dockerd_flags(words: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(flag, daemon.json key, where it is set) for each daemon option on a dockerd command."""
+    if not words or not words[0][0].endswith("dockerd"):
+        return []
+    found = []
+    for word, where in words[1:]:
+        flag = word.split("=", 1)[0]
+        if flag in _FLAG_KEYS:
+            found.append((flag, _FLAG_KEYS[flag], where))
     return found
+
+
+def dockerd_flags_in_unit(unit_text: str) -> list[tuple[str, str]]:
+    """(flag, daemon.json key) for each daemon option on the unit text's effective ExecStart."""
+    argv, source, _env, _files = unit_settings([("docker.service", unit_text)])
+    return [(f, k) for f, k, _ in dockerd_flags([(w, source) for w in argv])]
 
 
 def conflicting_flags(unit_text: str, config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -214,6 +313,11 @@ def conflicting_flags(unit_text: str, config: dict[str, Any]) -> list[tuple[str,
     `-H fd://` with `hosts` in daemon.json is the classic case.
     """
     return [(flag, key) for flag, key in dockerd_flags_in_unit(unit_text) if key in config]
+
+
+def command_conflicts(command: UnitCommand, config: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(flag, key, where) for each option of the effective command also set in daemon.json."""
+    return [c for c in dockerd_flags(command.words()) if c[1] in config]
 
 
 # ---- desired state ---------------------------------------------------------------------

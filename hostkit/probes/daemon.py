@@ -8,13 +8,13 @@ from typing import Any, Optional, Union
 from hostkit.daemon_config import (
     DAEMON_JSON,
     DaemonJsonError,
-    conflicting_flags,
+    command_conflicts,
     find_type_problems,
     parse_daemon_json,
 )
 from hostkit.doctor import ProbeContext
 from hostkit.errors import HostkitError
-from hostkit.facts import docker_unit_text
+from hostkit.facts import docker_unit_command
 from hostkit.probes import probe
 from hostkit.results import Outcome
 
@@ -158,19 +158,21 @@ def daemon_json_data_root(ctx: ProbeContext) -> Outcome:
 
 @probe("daemon_unit_conflicts")
 def daemon_unit_conflicts(ctx: ProbeContext) -> Outcome:
-    text = docker_unit_text(ctx.host, ctx.facts)
-    if not text.strip():
+    command = docker_unit_command(ctx.host, ctx.facts)
+    if command is None or not command.argv:
         return Outcome.skip("no docker.service in use (systemd is not the init, or no such unit)")
     try:
         config = read_daemon_json(ctx) or {}
     except DaemonJsonError:
         return Outcome.skip("daemon.json does not parse")
-    clashes = conflicting_flags(text, config)
+    clashes = command_conflicts(command, config)
     if clashes:
-        names = ", ".join(f"{flag} (daemon.json {key})" for flag, key in clashes)
-        return Outcome.fail(
-            f"set both in docker.service and daemon.json: {names}",
-            hint="dockerd refuses to start; hostkit bootstrap moves the flag out "
-            "with a drop-in (docker.service.d/hostkit.conf)",
-        )
+        names = ", ".join(f"{flag} from {where} (daemon.json {key})" for flag, key, where in clashes)
+        in_env = sorted({w.split(" ")[0] for _, _, w in clashes if w != command.source})
+        hint = ("dockerd refuses to start; hostkit bootstrap moves the flag out with a drop-in "
+                "(docker.service.d/zz-hostkit.conf)")
+        if in_env:
+            hint = f"dockerd refuses to start; remove the flag from {', '.join(in_env)}"
+        return Outcome.fail(f"set both on dockerd's command line and in daemon.json: {names}",
+                            hint=hint)
     return Outcome.ok("no option is given both as a dockerd flag and in daemon.json")

@@ -11,7 +11,15 @@ from hostkit.daemon_config import DaemonJsonError, DaemonOptions
 from hostkit.errors import UsageError
 from hostkit.facts import Facts
 from hostkit.steps import CHANGED, FAILED, OK, Plan
-from hostkit.subsystems.daemon_json import DROP_IN, DaemonJsonStep, restore_dns, strip_flags
+from hostkit.subsystems.daemon_json import (
+    DROP_IN,
+    DROP_IN_DIR,
+    LEGACY_DROP_IN,
+    DaemonJsonStep,
+    plan_config,
+    restore_dns,
+    strip_flags,
+)
 
 DAEMON = "/etc/docker/daemon.json"
 
@@ -146,3 +154,56 @@ def test_restore_dns_puts_the_previous_resolvers_back_and_restarts(tmp_path: Pat
     assert not restore_dns(sim, Facts(sim), ["10.0.0.53"])
     assert restore_dns(sim, Facts(sim), None)
     assert sim.daemon_config() == {"debug": True}
+
+
+# ---- the drop-in: data-root mount, flags that another drop-in or DOCKER_OPTS sets -----
+
+def test_a_relocated_root_is_required_mounted_in_the_drop_in(tmp_path: Path) -> None:
+    sim = SimHost(tmp_path)
+    plan = plan_config(sim, Facts(sim), DaemonOptions(data_root="/srv/docker"))
+    assert plan.dropin_text is not None
+    assert "[Unit]\nRequiresMountsFor=/srv/docker\n" in plan.dropin_text
+    assert "ExecStart" not in plan.dropin_text
+    default = plan_config(sim, Facts(sim), DaemonOptions(data_root="/var/lib/docker"))
+    assert default.dropin_text is None
+
+
+def test_an_execstart_in_override_conf_is_beaten_by_zz_hostkit_conf(tmp_path: Path) -> None:
+    sim = SimHost(tmp_path).files({
+        f"{DROP_IN_DIR}/override.conf": "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd "
+                                        "-H fd:// --dns 1.1.1.1 $DOCKER_OPTS\n",
+        f"{DROP_IN_DIR}/hostkit.conf": "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd\n",
+    })
+    _planned, result = Plan([DaemonJsonStep(DaemonOptions(dns=("10.0.0.53",)))]).run(
+        sim, Facts(sim))
+    assert result.steps[0].status == CHANGED, result
+    assert sim.running
+    assert "ExecStart=/usr/sbin/dockerd -H fd:// $DOCKER_OPTS\n" in \
+        sim.path(DROP_IN).read_text()
+    assert not sim.path(LEGACY_DROP_IN).exists()  # migrated to the name that sorts last
+    _planned, again = Plan([DaemonJsonStep(DaemonOptions(dns=("10.0.0.53",)))]).run(
+        sim, Facts(sim))
+    assert again.steps[0].status == OK
+
+
+def test_a_drop_in_sorting_after_hostkits_is_refused_by_name(tmp_path: Path) -> None:
+    sim = SimHost(tmp_path).files({
+        f"{DROP_IN_DIR}/zzz-site.conf": "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd "
+                                        "--dns 1.1.1.1\n"})
+    planned, _result = Plan([DaemonJsonStep(DaemonOptions(dns=("10.0.0.53",)))]).run(
+        sim, Facts(sim))
+    assert planned.steps[0].status == FAILED
+    assert f"{DROP_IN_DIR}/zzz-site.conf" in planned.steps[0].message
+
+
+def test_dns_in_docker_opts_is_refused_naming_the_environment_file(tmp_path: Path) -> None:
+    sim = SimHost(tmp_path).files({"/etc/default/docker": 'DOCKER_OPTS="--dns 1.1.1.1"\n'})
+    sim.unit = ("[Service]\nEnvironmentFile=-/etc/default/docker\n"
+                "ExecStart=/usr/sbin/dockerd -H fd:// $DOCKER_OPTS\n")
+    planned, result = Plan([DaemonJsonStep(DaemonOptions(dns=("10.0.0.53",)))]).run(
+        sim, Facts(sim))
+    assert planned.steps[0].status == FAILED
+    assert planned.steps[0].message.startswith(
+        "/etc/default/docker (DOCKER_OPTS) sets --dns for dockerd")
+    assert result.aborted
+    assert not sim.path(DAEMON).exists()
