@@ -23,9 +23,11 @@ class BootstrapOptions:
     """Everything the user chose on the command line."""
 
     data_root: Optional[str] = None
-    dns: tuple[str, ...] = DEFAULTS.dns
-    log_max_size: str = DEFAULTS.log_max_size
-    log_max_file: str = DEFAULTS.log_max_file
+    # None: keep what daemon.json says (a first run writes a default proven to answer)
+    dns: Optional[tuple[str, ...]] = None
+    log_max_size: Optional[str] = None
+    log_max_file: Optional[str] = None
+    log_driver: Optional[str] = None
     port: int = DEFAULTS.public_port
     force: bool = False
     docker_source: str = "distro"  # "distro" packages or Docker's own "docker" repo
@@ -33,7 +35,8 @@ class BootstrapOptions:
     probe_host: str = "deb.debian.org"
 
     def daemon_options(self, data_root: Optional[str] = None) -> DaemonOptions:
-        return DaemonOptions(self.log_max_size, self.log_max_file, self.dns, data_root)
+        return DaemonOptions(log_max_size=self.log_max_size, log_max_file=self.log_max_file,
+                             dns=self.dns, data_root=data_root, log_driver=self.log_driver)
 
 
 def bootstrap_steps(options: BootstrapOptions, recorded: dict[str, Any],
@@ -42,5 +45,5 @@ def bootstrap_steps(options: BootstrapOptions, recorded: dict[str, Any],
     relocate = RelocateStep(options.data_root, options.daemon_options(), progress=progress)
     steps: list[Step] = [DistroStep(options.force), DockerInstallStep(options.docker_source),
                          FirewalldStep(options.port), relocate,
-                         DaemonJsonStep(options.daemon_options()), SiteSettingsStep(recorded)]
+                         DaemonJsonStep(options.daemon_options(), recorded), SiteSettingsStep(recorded)]
     return steps, relocate

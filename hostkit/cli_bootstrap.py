@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from hostkit.bootstrap import BootstrapOptions, bootstrap_steps
+from hostkit.daemon_config import ROTATING_DRIVERS
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import LocalHost
@@ -34,8 +35,10 @@ from hostkit.steps import (
     render_step,
     render_summary,
 )
+from hostkit.subsystems.daemon_json import read_dns, restore_dns
 from hostkit.subsystems.data_root import STATE_FILE
 from hostkit.subsystems.docker_service import docker_api_info
+from hostkit.subsystems.site_settings import SiteSettingsStep
 
 LOG_DIR = "/var/log/hostkit"
 out = Console(highlight=False)
@@ -133,6 +136,33 @@ def _network_probe(host: LocalHost, options: BootstrapOptions) -> StepResult:
     ok = outcome.status is Status.PASS
     return StepResult("network", title, OK if ok else FAILED, message=outcome.summary,
                       hint="" if ok else outcome.hint, seconds=time.monotonic() - start)
+
+
+def _roll_back_dns(host: LocalHost, options: BootstrapOptions,
+                   before: Optional[list[str]]) -> Optional[StepResult]:
+    """Containers failed with the dns this run wrote: put back the one from before the run."""
+    now = read_dns(host)
+    if now == before or docker_api_info(host) is None:
+        return None  # this run did not change the resolvers: nothing to go back to
+    title = "daemon.json dns rolled back after the network probe failed"
+    start = time.monotonic()
+    facts = Facts(host)
+    settings = SiteSettingsStep({"dns": before or []})
+    try:
+        restore_dns(host, facts, before)
+        if settings.check(host, facts):
+            settings.apply(host, facts, [])
+    except HostkitError as exc:
+        return StepResult("dns-rollback", title, FAILED, message=exc.message, hint=exc.hint,
+                          seconds=time.monotonic() - start)
+    again = _network_probe(host, options)
+    return StepResult(
+        "dns-rollback", title, CHANGED if again.status != FAILED else FAILED,
+        message=f"containers failed with dns {', '.join(now or [])}; daemon.json's dns is back "
+                f"to {', '.join(before or []) or 'unset'} (before this run), Docker restarted; "
+                f"network probe again: {again.status} {again.message}".rstrip(),
+        hint="give resolvers that containers can reach: --dns IP",
+        seconds=time.monotonic() - start)
 
 
 def _stack_fingerprint(host: LocalHost, directory: str) -> tuple[str, str]:
@@ -237,14 +267,18 @@ def bootstrap(
     data_root: Annotated[Optional[str], typer.Option(
         "--data-root", help="Move Docker's data here (absolute path on a real disk).")] = None,
     dns: Annotated[Optional[list[str]], typer.Option(
-        "--dns", help="Resolver for containers (repeat for several). "
-                      f"Default {', '.join(DEFAULTS.dns)}.")] = None,
+        "--dns", help="Resolver for containers (repeat for several); each must answer from "
+                      "this host. Default: keep daemon.json's, else 8.8.8.8 where it answers, "
+                      "else this host's resolvers.")] = None,
     port: Annotated[int, typer.Option(
         "--port", help="Public HTTPS port to open in firewalld.")] = DEFAULTS.public_port,
-    log_max_size: Annotated[str, typer.Option(
-        help="Container log rotation: size per file.")] = DEFAULTS.log_max_size,
-    log_max_file: Annotated[int, typer.Option(help="Container log rotation: files kept.")
-                            ] = int(DEFAULTS.log_max_file),
+    log_max_size: Annotated[Optional[str], typer.Option(
+        help="Container log rotation: size per file (default: keep, else 10m).")] = None,
+    log_max_file: Annotated[Optional[int], typer.Option(
+        help="Container log rotation: files kept (default: keep, else 5).")] = None,
+    log_driver: Annotated[Optional[str], typer.Option(
+        help="Switch containers' log driver to json-file or local (default: keep the one "
+             "daemon.json names).")] = None,
     docker_source: Annotated[str, typer.Option(
         help="Where Docker comes from on Debian/Ubuntu: 'distro' or 'docker'.")] = "distro",
     probe_image: Annotated[Optional[str], typer.Option(
@@ -272,21 +306,22 @@ def bootstrap(
     """Take this server to a running hub: Docker, data-root, daemon.json, firewalld."""
     if docker_source not in ("distro", "docker"):
         raise UsageError(f"--docker-source {docker_source}: must be 'distro' or 'docker'")
-    check_daemon_inputs(dns or [], log_max_size, log_max_file)
+    check_daemon_inputs(dns or [], log_max_size, log_max_file, log_driver)
     host = LocalHost()
     if not host.is_root():
         raise UsageError("bootstrap changes the system and must run as root",
                          "run it with sudo")
     options = BootstrapOptions(
-        data_root=data_root, dns=tuple(dns) if dns else DEFAULTS.dns, port=port,
-        log_max_size=log_max_size, log_max_file=str(log_max_file), force=force,
+        data_root=data_root, dns=tuple(dns) if dns else None, port=port,
+        log_max_size=log_max_size, log_max_file=None if log_max_file is None else
+        str(log_max_file), log_driver=log_driver, force=force,
         docker_source=docker_source, probe_image=probe_image, probe_host=probe_host)
     stack_options = StackOptions(stack, stack_dir, hostname, admin, tuple(stack_arg or ()))
     log_path = _start_log(host, "bootstrap")
     facts = Facts(host)
-    recorded: dict[str, Any] = {"public_port": port, "dns": list(options.dns),
-                                "log_max_size": log_max_size, "log_max_file": str(log_max_file),
-                                "deploy_dir": stack_dir}
+    # dns and log rotation are added by the daemon-json step: what daemon.json really says
+    recorded: dict[str, Any] = {"public_port": port, "deploy_dir": stack_dir}
+    dns_before = read_dns(host)
     if data_root:
         recorded["data_root"] = data_root
     steps, relocate = bootstrap_steps(options, recorded, progress=_RichProgress(out))
@@ -310,6 +345,11 @@ def bootstrap(
     if not result.failed:
         extra.append(_network_probe(host, options))
         _print_result(extra[-1])
+        if extra[-1].status == FAILED:
+            rollback = _roll_back_dns(host, options, dns_before)
+            if rollback:
+                extra.append(rollback)
+                _print_result(rollback)
         if stack_options.enabled and extra[-1].status != FAILED:
             for r in _stack_and_doctor(host, stack_options, port, data_root):
                 extra.append(r)
@@ -337,7 +377,8 @@ def _extra_summary(extra: list[StepResult]) -> str:
 _HUMAN_SIZE = re.compile(r"^\d+(\.\d+)?\s*([kKmMgGtTpP][iI]?[bB]?|[bB])?$")
 
 
-def check_daemon_inputs(dns: list[str], log_max_size: str, log_max_file: int) -> None:
+def check_daemon_inputs(dns: list[str], log_max_size: Optional[str],
+                        log_max_file: Optional[int], log_driver: Optional[str] = None) -> None:
     """Refuse values dockerd would reject, before anything is stopped or written.
 
     dockerd 20.10 accepts a bad max-size at start and fails every container creation
@@ -349,10 +390,14 @@ def check_daemon_inputs(dns: list[str], log_max_size: str, log_max_file: int) ->
         except ValueError:
             raise UsageError(f"--dns {server}: not an IP address",
                              "give the resolver's address, e.g. --dns 10.0.0.53") from None
-    if not _HUMAN_SIZE.match(log_max_size):
+    if log_max_size is not None and not _HUMAN_SIZE.match(log_max_size):
         raise UsageError(f"--log-max-size {log_max_size}: not a size",
                          "write it like 10m, 100k or 1g")
-    if log_max_file < 1:
+    if log_driver is not None and log_driver not in ROTATING_DRIVERS:
+        raise UsageError(f"--log-driver {log_driver}: hostkit sets only "
+                         f"{' or '.join(ROTATING_DRIVERS)}, the drivers it can rotate",
+                         "set another driver in daemon.json yourself; bootstrap keeps it")
+    if log_max_file is not None and log_max_file < 1:
         raise UsageError(f"--log-max-file {log_max_file}: must be at least 1")
 
 

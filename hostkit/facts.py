@@ -12,6 +12,14 @@ from typing import Any, Callable, Optional, TypeVar
 import psutil
 
 from hostkit import firewalld
+from hostkit.daemon_config import (
+    UnitCommand,
+    exec_start_argv,
+    parse_environment_assignments,
+    parse_environment_file,
+    parse_systemctl_show,
+    unit_settings,
+)
 from hostkit.distros import DistroInfo, detect_distro
 from hostkit.errors import HostkitError
 from hostkit.firewalld import FirewalldInfo
@@ -46,27 +54,67 @@ def _once(method: Callable[[Facts], T]) -> Callable[[Facts], T]:
 UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system", "/etc/systemd/system")
 
 
-def docker_unit_text(host: LocalHost, facts: Facts) -> str:
-    """docker.service as systemd assembles it (the unit, then its drop-ins in order).
-
-    Empty where systemd is not the init: the unit file may be installed but nothing uses it.
-    `systemctl cat` is the authority where it runs; without it (a host mounted under a
-    temporary root) the same directories are read in systemd's order.
-    """
+def docker_unit_files(host: LocalHost, facts: Facts) -> list[tuple[str, str]]:
+    """(path, text) of docker.service and its drop-ins, in the order systemd reads them."""
     if facts.init_system() != "systemd":
-        return ""
+        return []
+    paths: list[str] = []
     if host.which("systemctl"):
-        res = host.run(["systemctl", "cat", "docker.service"], timeout=30)
-        return res.stdout if res.ok else ""
-    base = ""
-    for directory in UNIT_DIRS:  # later directories override earlier ones
-        if host.exists(f"{directory}/docker.service"):
-            base = host.read_text(f"{directory}/docker.service")
-    dropins: dict[str, str] = {}
-    for directory in (*UNIT_DIRS, "/run/systemd/system"):
-        for path in host.glob(f"{directory}/docker.service.d", "*.conf"):
-            dropins[path.rsplit("/", 1)[1]] = path  # same name: the later directory wins
-    return "\n".join([base] + [host.read_text(dropins[name]) for name in sorted(dropins)])
+        res = host.run(["systemctl", "show", "-p", "FragmentPath", "-p", "DropInPaths",
+                        "docker.service"], timeout=30)
+        props = parse_systemctl_show(res.stdout if res.ok else "")
+        paths = [p for v in props.get("FragmentPath", []) + props.get("DropInPaths", [])
+                 for p in v.split()]
+    else:
+        for directory in UNIT_DIRS:  # later directories override earlier ones
+            if host.exists(f"{directory}/docker.service"):
+                paths = [f"{directory}/docker.service"]
+        dropins: dict[str, str] = {}
+        for directory in (*UNIT_DIRS, "/run/systemd/system"):
+            for path in host.glob(f"{directory}/docker.service.d", "*.conf"):
+                dropins[path.rsplit("/", 1)[1]] = path  # same name: the later directory wins
+        paths += [dropins[name] for name in sorted(dropins)]
+    files = []
+    for path in paths:
+        try:
+            files.append((path, host.read_text(path)))
+        except HostkitError:
+            continue
+    return files
+
+
+def docker_unit_command(host: LocalHost, facts: Facts) -> Optional[UnitCommand]:
+    """docker.service's effective dockerd command, with its environment; None without one.
+
+    `systemctl show -p ExecStart` (its argv[]) is the authority where systemctl runs; the
+    unit files are read for which of them sets it, and for a host under a temporary root.
+    $VARIABLES come from Environment= and the EnvironmentFile= files (Debian's docker.io
+    unit reads DOCKER_OPTS from /etc/default/docker), files winning as in systemd.
+    """
+    files = docker_unit_files(host, facts)
+    if not files:
+        return None
+    argv, source, environment, env_files = unit_settings(files)
+    if host.which("systemctl"):
+        res = host.run(["systemctl", "show", "-p", "ExecStart", "-p", "Environment",
+                        "-p", "EnvironmentFiles", "docker.service"], timeout=30)
+        props = parse_systemctl_show(res.stdout if res.ok else "")
+        shown = exec_start_argv(" ".join(props.get("ExecStart", [])))
+        if shown:
+            argv = shown
+            environment = props.get("Environment", [])
+            env_files = [re.sub(r" \(ignore_errors=\w+\)$", "", v)
+                         for v in props.get("EnvironmentFiles", []) if v]
+    env = parse_environment_assignments(environment)
+    origin: dict[str, str] = {}
+    for entry in env_files:
+        path = entry.lstrip("-")
+        if not host.exists(path):
+            continue  # `-` (ignore_errors) in front, or systemd refuses to start: not ours
+        values = parse_environment_file(host.read_text(path))
+        env.update(values)
+        origin.update(dict.fromkeys(values, path))
+    return UnitCommand(tuple(argv), source, tuple(env.items()), tuple(origin.items()))
 
 
 def version_tuple(text: str) -> tuple[int, int, int]:
@@ -163,6 +211,19 @@ class Facts:
         return str(info.get("ServerVersion", ""))
 
     @_once
+    def dockerd_version(self) -> Optional[tuple[int, int, int]]:
+        """The installed engine's version: the running daemon's, else `dockerd --version`."""
+        try:
+            return version_tuple(self.docker_version())
+        except HostkitError:
+            pass
+        if not self.host.which("dockerd"):
+            return None
+        res = self.host.run(["dockerd", "--version"], timeout=15)
+        found = re.search(r"version v?(\d+\.\d+[.\d]*)", res.stdout)
+        return version_tuple(found.group(1)) if res.ok and found else None
+
+    @_once
     def compose(self) -> Optional[ComposeInfo]:
         """The compose the host has: the v2 plugin is preferred over the v1 binary."""
         if self.docker_binary():
@@ -184,6 +245,19 @@ class Facts:
         from hostkit.probe_image import ensure_probe_image
 
         return ensure_probe_image(self.host, self.docker_client())
+
+    def resolver_answers(self, server: str, name: str) -> str:
+        """'' when server answers for name asked directly, else why not (asked once per run)."""
+        with self._locks.setdefault("resolver_answers", threading.Lock()):
+            answers: dict[tuple[str, str], str] = self._cache.setdefault(
+                "resolver_answers", (True, {}))[1]
+            if (server, name) not in answers:
+                try:
+                    self.host.ask_dns(server, name)
+                    answers[(server, name)] = ""
+                except HostkitError as exc:
+                    answers[(server, name)] = exc.message
+            return answers[(server, name)]
 
     # ---- firewall ----------------------------------------------------------------
     @_once

@@ -48,19 +48,27 @@ class Repair:
         return sorted({cid for ids in self.checks_by_step.values() for cid in ids})
 
 
-def options_from_settings(settings: Settings) -> BootstrapOptions:
-    """Bootstrap's options as this site set them up (recorded in hostkit.toml)."""
-    return BootstrapOptions(data_root=settings.data_root or None, dns=tuple(settings.dns),
-                            log_max_size=settings.log_max_size,
-                            log_max_file=str(settings.log_max_file),
-                            port=settings.public_port)
+def options_from_settings(settings: Settings, failing: Iterable[str] = ()) -> BootstrapOptions:
+    """Bootstrap's options as this site set them up (recorded in hostkit.toml).
+
+    Like a bootstrap re-run without flags, daemon.json keeps what it says, except for what a
+    failing check asks to change: the resolvers only when `daemon.dns` failed (and they are
+    proven to answer before they are written), log rotation only when `daemon.logging` did.
+    """
+    failing = set(failing)
+    return BootstrapOptions(
+        data_root=settings.data_root or None, port=settings.public_port,
+        dns=tuple(settings.dns) if "daemon.dns" in failing else None,
+        log_max_size=settings.log_max_size if "daemon.logging" in failing else None,
+        log_max_file=str(settings.log_max_file) if "daemon.logging" in failing else None)
 
 
 def plan_repair(results: Iterable[CheckResult], settings: Settings,
                 options: Optional[BootstrapOptions] = None) -> Repair:
     """Which bootstrap steps fix which failing checks, in bootstrap's own order (pure)."""
     failing = [r for r in results if r.status in REPAIRABLE]
-    steps, _relocate = bootstrap_steps(options or options_from_settings(settings), {})
+    chosen_options = options or options_from_settings(settings, (r.id for r in failing))
+    steps, _relocate = bootstrap_steps(chosen_options, {})
     known = {step.name for step in steps} - NOT_A_REPAIR
     wanted: dict[str, list[str]] = {}
     by_hand: list[CheckResult] = []

@@ -245,6 +245,18 @@ class LocalHost:
     def is_root(self) -> bool:
         return os.geteuid() == 0
 
+    def ask_dns(self, server: str, name: str, timeout: float = 3.0) -> str:
+        """Ask one nameserver for name's address, directly; HostkitError when it does not answer."""
+        from hostkit.subsystems.dns import ask_resolver
+
+        try:
+            answer = ask_resolver(server, name, timeout)
+        except HostkitError as exc:
+            log.debug("dns %s @%s -> %s", name, server, exc.message)
+            raise
+        log.debug("dns %s @%s -> %s", name, server, answer)
+        return answer
+
     # ---- docker ------------------------------------------------------------------
     def docker(self, timeout: float = 10) -> Any:
         """A docker SDK client for this host's daemon; HostkitError when it does not answer."""

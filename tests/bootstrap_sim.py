@@ -15,10 +15,13 @@ from typing import Any, Callable, Optional
 import pytest
 from fakes import ReplayedStreaming
 
+from hostkit.daemon_config import command_conflicts, unit_settings
 from hostkit.errors import HostkitError
 from hostkit.facts import version_tuple
 from hostkit.host import CommandResult
 
+UNIT_FILE = "/lib/systemd/system/docker.service"
+DROP_IN_DIR = "/etc/systemd/system/docker.service.d"
 OS_RELEASE = Path(__file__).resolve().parent / "fixtures" / "os-release"
 
 
@@ -52,6 +55,7 @@ class SimHost(ReplayedStreaming):
         self.fstype = "ext4"
         self.extra_mounts: list[str] = []
         self.avail = 10**12
+        self.dead_resolvers: set[str] = set()  # resolvers that do not answer from this host
         self.unit = ("[Service]\nExecStart=/usr/sbin/dockerd -H fd:// "
                      "--containerd=/run/containerd/containerd.sock\n")
         self.permanent: dict[str, Zone] = {"public": Zone(), "trusted": Zone(), "docker": Zone()}
@@ -71,6 +75,26 @@ class SimHost(ReplayedStreaming):
         self.host_path("/srv").mkdir(parents=True, exist_ok=True)
 
     # ---- helpers -----------------------------------------------------------------------
+    @property
+    def unit(self) -> str:
+        return self.path(UNIT_FILE).read_text()
+
+    @unit.setter
+    def unit(self, text: str) -> None:
+        self.files({UNIT_FILE: text})
+
+    def unit_files(self) -> list[tuple[str, str]]:
+        dropins = sorted(self.path(DROP_IN_DIR).glob("*.conf")) \
+            if self.path(DROP_IN_DIR).exists() else []
+        return [(UNIT_FILE, self.unit)] + [(f"{DROP_IN_DIR}/{p.name}", p.read_text())
+                                           for p in dropins]
+
+    def ask_dns(self, server: str, name: str, timeout: float = 3.0) -> str:
+        self.calls.append(("dns", server, name))
+        if server in self.dead_resolvers:
+            raise HostkitError(f"{server} did not answer within {timeout:g}s")
+        return "192.0.2.10"
+
     def host_path(self, p: str) -> Path:
         return self.path(p)
 
@@ -111,7 +135,7 @@ class SimHost(ReplayedStreaming):
 
     def _start_docker(self) -> Optional[str]:
         cfg = self.daemon_config()
-        why = self.refuse_start(cfg)
+        why = self.refuse_start(cfg) or self._flag_conflicts(cfg)
         if why:
             self.running = False
             return why
@@ -140,12 +164,34 @@ class SimHost(ReplayedStreaming):
             why = self._start_docker()
             return (1, "", f"Job for docker.service failed: {why}") if why else (0, "", "")
         if verb == "cat":
-            text = "# /lib/systemd/system/docker.service\n" + self.unit
-            dropin = self.path("/etc/systemd/system/docker.service.d/hostkit.conf")
-            if dropin.exists():
-                text += "\n# " + str(dropin) + "\n" + dropin.read_text()
-            return 0, text, ""
+            return 0, "".join(f"# {p}\n{t}\n" for p, t in self.unit_files()), ""
+        if verb == "show":
+            return 0, self._show(), ""
         return 0, "", ""  # daemon-reload, reset-failed
+
+    def _show(self) -> str:
+        files = self.unit_files()
+        argv, _source, environment, env_files = unit_settings(files)
+        shown = [f"FragmentPath={files[0][0]}",
+                 f"DropInPaths={' '.join(p for p, _ in files[1:])}",
+                 f"ExecStart={{ path={argv[0] if argv else ''} ; argv[]={' '.join(argv)} ; "
+                 "ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; "
+                 "code=(null) ; status=0/0 }" if argv else "ExecStart=",
+                 f"Environment={' '.join(environment)}"]
+        shown += [f"EnvironmentFiles={f.lstrip('-')} (ignore_errors="
+                  f"{'yes' if f.startswith('-') else 'no'})" for f in env_files]
+        return "\n".join(shown) + "\n"
+
+    def _flag_conflicts(self, cfg: dict[str, Any]) -> Optional[str]:
+        """dockerd refuses an option given both as a flag and in daemon.json (moby#25471)."""
+        from hostkit.facts import Facts, docker_unit_command
+
+        command = docker_unit_command(self, Facts(self))
+        keys = sorted({key for _, key, _ in command_conflicts(command, cfg)}) if command else []
+        if keys:
+            return ("the following directives are specified both as a flag and in the "
+                    f"configuration file: {', '.join(keys)}")
+        return None
 
     def _service(self, args: list[str]) -> tuple[int, str, str]:
         """SysV init script, as on a host whose PID 1 is not systemd."""

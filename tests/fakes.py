@@ -100,6 +100,14 @@ class FakeHost(ReplayedStreaming):
     def is_root(self) -> bool:
         return self.root_user
 
+    def ask_dns(self, server: str, name: str, timeout: float = 3.0) -> str:
+        """Every resolver answers, unless `commands` has ("dns", server) -> an exception."""
+        answer = self.commands.get(("dns", server))
+        self.calls.append(("dns", server, name))
+        if isinstance(answer, Exception):
+            raise answer
+        return "192.0.2.10"
+
     def docker(self, timeout: float = 10) -> Any:
         if self.docker_error:
             raise self.docker_error

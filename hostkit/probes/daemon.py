@@ -8,13 +8,13 @@ from typing import Any, Optional, Union
 from hostkit.daemon_config import (
     DAEMON_JSON,
     DaemonJsonError,
-    conflicting_flags,
+    command_conflicts,
     find_type_problems,
     parse_daemon_json,
 )
 from hostkit.doctor import ProbeContext
 from hostkit.errors import HostkitError
-from hostkit.facts import docker_unit_text
+from hostkit.facts import docker_unit_command
 from hostkit.probes import probe
 from hostkit.results import Outcome
 
@@ -23,7 +23,8 @@ def read_daemon_json(ctx: ProbeContext) -> Optional[dict[str, Any]]:
     """The parsed file, None when it does not exist; DaemonJsonError when it does not parse."""
     if not ctx.host.exists(DAEMON_JSON):
         return None
-    return parse_daemon_json(ctx.host.read_text(DAEMON_JSON), DAEMON_JSON)
+    return parse_daemon_json(ctx.host.read_text(DAEMON_JSON), DAEMON_JSON,
+                             ctx.facts.dockerd_version())
 
 
 def _config_or_skip(ctx: ProbeContext) -> Union[dict[str, Any], Outcome]:
@@ -63,6 +64,20 @@ def daemon_json_types(ctx: ProbeContext) -> Outcome:
     )
 
 
+# Drivers that hand each line elsewhere: rotation, if any, is the receiver's business.
+_ROTATED_ELSEWHERE = {
+    "journald": "the journal rotates them (SystemMaxUse= in journald.conf)",
+    "syslog": "syslog and logrotate keep them",
+    "gelf": "they leave the host (GELF)",
+    "fluentd": "they leave the host (fluentd)",
+    "awslogs": "they leave the host (CloudWatch)",
+    "splunk": "they leave the host (Splunk)",
+    "gcplogs": "they leave the host (Cloud Logging)",
+    "logentries": "they leave the host (Logentries)",
+    "none": "containers' output is discarded",
+}
+
+
 @probe("daemon_json_logging")
 def daemon_json_logging(ctx: ProbeContext) -> Outcome:
     config = _config_or_skip(ctx)
@@ -71,9 +86,14 @@ def daemon_json_logging(ctx: ProbeContext) -> Outcome:
     driver = config.get("log-driver", "json-file")
     opts = config.get("log-opts") or {}
     if driver == "local":
-        return Outcome.ok("log-driver local rotates by itself")
+        return Outcome.ok(f"log-driver local rotates at {opts.get('max-size', '20m')} x "
+                          f"{opts.get('max-file', '5')}")
+    if driver in _ROTATED_ELSEWHERE:
+        return Outcome.ok(f"log-driver {driver}: Docker keeps no log files; "
+                          f"{_ROTATED_ELSEWHERE[driver]}")
     if driver != "json-file":
-        return Outcome.ok(f"log-driver {driver} (logs leave the host)")
+        return Outcome.warn(f"log-driver {driver}: hostkit cannot tell whether its logs rotate",
+                            hint="make sure the plugin bounds what it keeps on this host")
     missing = [k for k in ("max-size", "max-file") if k not in opts]
     if missing:
         return Outcome.fail(
@@ -138,19 +158,21 @@ def daemon_json_data_root(ctx: ProbeContext) -> Outcome:
 
 @probe("daemon_unit_conflicts")
 def daemon_unit_conflicts(ctx: ProbeContext) -> Outcome:
-    text = docker_unit_text(ctx.host, ctx.facts)
-    if not text.strip():
+    command = docker_unit_command(ctx.host, ctx.facts)
+    if command is None or not command.argv:
         return Outcome.skip("no docker.service in use (systemd is not the init, or no such unit)")
     try:
         config = read_daemon_json(ctx) or {}
     except DaemonJsonError:
         return Outcome.skip("daemon.json does not parse")
-    clashes = conflicting_flags(text, config)
+    clashes = command_conflicts(command, config)
     if clashes:
-        names = ", ".join(f"{flag} (daemon.json {key})" for flag, key in clashes)
-        return Outcome.fail(
-            f"set both in docker.service and daemon.json: {names}",
-            hint="dockerd refuses to start; hostkit bootstrap moves the flag out "
-            "with a drop-in (docker.service.d/hostkit.conf)",
-        )
+        names = ", ".join(f"{flag} from {where} (daemon.json {key})" for flag, key, where in clashes)
+        in_env = sorted({w.split(" ")[0] for _, _, w in clashes if w != command.source})
+        hint = ("dockerd refuses to start; hostkit bootstrap moves the flag out with a drop-in "
+                "(docker.service.d/zz-hostkit.conf)")
+        if in_env:
+            hint = f"dockerd refuses to start; remove the flag from {', '.join(in_env)}"
+        return Outcome.fail(f"set both on dockerd's command line and in daemon.json: {names}",
+                            hint=hint)
     return Outcome.ok("no option is given both as a dockerd flag and in daemon.json")

@@ -13,8 +13,7 @@ from hostkit.errors import HostkitError
 from hostkit.probes import probe
 from hostkit.probes.daemon import read_daemon_json
 from hostkit.results import Outcome
-
-STUB_RESOLVERS = ("127.0.0.53", "127.0.0.54")
+from hostkit.subsystems.dns import STUB_RESOLVERS, answering, host_nameservers
 
 
 @probe("dns_host")
@@ -29,38 +28,6 @@ def dns_host(ctx: ProbeContext, name: str = "pypi.org") -> Outcome:
     return Outcome.ok(f"{name} -> {', '.join(addrs[:3])}")
 
 
-def host_nameservers(ctx: ProbeContext) -> list[str]:
-    servers = []
-    try:
-        text = ctx.host.read_text("/etc/resolv.conf")
-    except HostkitError:
-        return []
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0] == "nameserver":
-            servers.append(words[1])
-    return servers
-
-
-def ask_resolver(server: str, name: str, timeout: float = 3.0, port: int = 53) -> str:
-    """Ask one nameserver directly (no fallback to others); returns the first address."""
-    import dns.exception
-    import dns.resolver
-
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [server]
-    resolver.port = port
-    resolver.lifetime = timeout
-    resolver.timeout = timeout
-    try:
-        answer = resolver.resolve(name, "A")
-    except dns.exception.Timeout as exc:
-        raise HostkitError(f"{server} did not answer within {timeout:g}s") from exc
-    except dns.exception.DNSException as exc:
-        raise HostkitError(f"{server}: {type(exc).__name__}: {exc}") from exc
-    return str(answer[0])
-
-
 @probe("dns_upstreams")
 def dns_upstreams(ctx: ProbeContext, name: str = "pypi.org", timeout: float = 3.0) -> Outcome:
     """The resolvers containers get: daemon.json `dns`, else the host's (minus the stub)."""
@@ -71,7 +38,7 @@ def dns_upstreams(ctx: ProbeContext, name: str = "pypi.org", timeout: float = 3.
     source = "daemon.json dns"
     if not configured:
         source = "/etc/resolv.conf"
-        configured = host_nameservers(ctx)
+        configured = host_nameservers(ctx.host)
         usable = [s for s in configured if s not in STUB_RESOLVERS]
         if configured and not usable:
             return Outcome.fail(
@@ -82,13 +49,7 @@ def dns_upstreams(ctx: ProbeContext, name: str = "pypi.org", timeout: float = 3.
         configured = usable
     if not configured:
         return Outcome.fail("no nameserver configured anywhere", hint="hostkit bootstrap --dns IP")
-    bad = []
-    good = []
-    for server in configured:
-        try:
-            good.append(f"{server} -> {ask_resolver(server, name, timeout)}")
-        except HostkitError as exc:
-            bad.append(exc.message)
+    good, bad = answering(ctx.host, configured, name, timeout)
     if bad:
         return Outcome.fail(
             f"{len(bad)} of {len(configured)} resolvers from {source} fail: " + "; ".join(bad),
@@ -97,7 +58,7 @@ def dns_upstreams(ctx: ProbeContext, name: str = "pypi.org", timeout: float = 3.
             hint="use resolvers that answer from this network: hostkit bootstrap "
             "--dns IP (a campus VPN often has its own)",
         )
-    return Outcome.ok(f"every resolver from {source} answers: " + "; ".join(good))
+    return Outcome.ok(f"every resolver from {source} answers for {name}: " + ", ".join(good))
 
 
 @probe("ip_forward")

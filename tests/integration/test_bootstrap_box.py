@@ -234,9 +234,10 @@ def test_dockerd_refusing_the_new_config_rolls_back_to_the_old_root_with_docker_
 
 def test_dockerd_refusing_a_daemon_option_restores_the_old_config(
         box: Box, dockerd_refuses: Callable[[str], None]) -> None:
-    dockerd_refuses("10.9.9.9")
+    # not a resolver: bootstrap now refuses one that does not answer before writing it
+    dockerd_refuses("11m")
     config = box.sh("cat /etc/docker/daemon.json").stdout
-    rc, out, err = _bootstrap(box, "--yes --dns 10.9.9.9")
+    rc, out, err = _bootstrap(box, "--yes --log-max-size 11m")
     assert rc != 0
     assert "rolled back" in out + err
     assert box.sh("cat /etc/docker/daemon.json").stdout == config

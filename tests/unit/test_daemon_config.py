@@ -4,10 +4,16 @@ import pytest
 
 from hostkit.daemon_config import (
     DaemonJsonError,
+    UnitCommand,
+    command_conflicts,
     conflicting_flags,
     dockerd_flags_in_unit,
+    exec_start_argv,
     find_type_problems,
     parse_daemon_json,
+    parse_environment_file,
+    parse_systemctl_show,
+    unit_settings,
 )
 
 
@@ -75,3 +81,58 @@ def test_empty_execstart_in_a_drop_in_resets_the_command() -> None:
 def test_removed_graph_flag_maps_to_data_root() -> None:
     unit = "[Service]\nExecStart=/usr/bin/dockerd -g /big/docker\n"
     assert conflicting_flags(unit, {"data-root": "/srv"}) == [("-g", "data-root")]
+
+
+BOM_TEXT = '\ufeff{"dns": ["10.0.0.53"]}\n'
+
+
+def test_a_bom_is_accepted_where_dockerd_strips_it() -> None:
+    # moby#44770 (23.0): dockerd ignores a leading UTF-8 BOM
+    assert parse_daemon_json(BOM_TEXT, docker_version=(23, 0, 0)) == {"dns": ["10.0.0.53"]}
+    assert parse_daemon_json(BOM_TEXT, docker_version=(27, 3, 1)) == {"dns": ["10.0.0.53"]}
+
+
+def test_a_bom_on_docker_20_10_is_the_error_with_the_command_that_removes_it() -> None:
+    with pytest.raises(DaemonJsonError) as err:
+        parse_daemon_json(BOM_TEXT, "/etc/docker/daemon.json", docker_version=(20, 10, 24))
+    assert "byte order mark" in err.value.message
+    assert "Docker 20.10.24" in err.value.message
+    assert err.value.hint == ("remove it: sed -i '1s/^\\xEF\\xBB\\xBF//' "
+                              "/etc/docker/daemon.json")
+
+
+SHOWN = ("ExecStart={ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd -H fd:// $DOCKER_OPTS "
+         "${EXTRA} ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; "
+         "code=(null) ; status=0/0 }")
+
+
+def test_systemctl_show_execstart_gives_the_argv() -> None:
+    props = parse_systemctl_show(SHOWN + "\nEnvironmentFiles=/etc/default/docker "
+                                 "(ignore_errors=yes)\n")
+    assert exec_start_argv(props["ExecStart"][0]) == [
+        "/usr/sbin/dockerd", "-H", "fd://", "$DOCKER_OPTS", "${EXTRA}"]
+
+
+def test_environment_variables_expand_as_systemd_does_and_say_where_they_come_from() -> None:
+    env = parse_environment_file('# comment\nDOCKER_OPTS="--dns 1.1.1.1 --log-level warn"\n'
+                                 "EXTRA='--bip=10.9.0.1/24'\n")
+    command = UnitCommand(("/usr/sbin/dockerd", "-H", "fd://", "$DOCKER_OPTS", "${EXTRA}",
+                           "$UNSET"), "/lib/systemd/system/docker.service",
+                          tuple(env.items()), (("DOCKER_OPTS", "/etc/default/docker"),))
+    assert [w for w, _ in command.words()] == [
+        "/usr/sbin/dockerd", "-H", "fd://", "--dns", "1.1.1.1", "--log-level", "warn",
+        "--bip=10.9.0.1/24"]
+    assert command_conflicts(command, {"dns": ["10.0.0.53"], "bip": "x"}) == [
+        ("--dns", "dns", "/etc/default/docker (DOCKER_OPTS)"),
+        ("--bip", "bip", "Environment= (EXTRA)")]
+
+
+def test_the_last_execstart_wins_and_names_its_file() -> None:
+    argv, source, _env, files = unit_settings([
+        ("/lib/systemd/system/docker.service",
+         "[Service]\nEnvironmentFile=-/etc/default/docker\nExecStart=/usr/bin/dockerd -H fd://\n"),
+        ("/etc/systemd/system/docker.service.d/override.conf",
+         "[Service]\nExecStart=\nExecStart=/usr/bin/dockerd --dns 1.1.1.1\n")])
+    assert argv == ["/usr/bin/dockerd", "--dns", "1.1.1.1"]
+    assert source == "/etc/systemd/system/docker.service.d/override.conf"
+    assert files == ["-/etc/default/docker"]

@@ -44,8 +44,11 @@ def test_checks_without_a_bootstrap_step_are_left_to_the_admin() -> None:
 def test_the_repair_uses_what_the_site_recorded_not_the_defaults() -> None:
     settings = Settings(public_port=8443, dns=("10.0.0.53",), log_max_size="50m",
                         log_max_file="3", data_root="/srv/docker")
-    options = options_from_settings(settings)
+    options = options_from_settings(settings, ["daemon.dns", "daemon.logging"])
     assert (options.port, options.dns, options.log_max_size, options.log_max_file,
             options.data_root) == (8443, ("10.0.0.53",), "50m", "3", "/srv/docker")
+    # what no failing check asks for stays as daemon.json has it, as on a bootstrap re-run
+    kept = options_from_settings(settings, ["firewall.public-port"])
+    assert (kept.dns, kept.log_max_size, kept.log_max_file) == (None, None, None)
     repair = plan_repair([_result("firewall.public-port", Status.WARN, "firewalld")], settings)
     assert repair.steps[0].port == 8443  # type: ignore[attr-defined]

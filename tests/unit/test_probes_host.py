@@ -72,7 +72,7 @@ def test_unit_flag_also_in_daemon_json_fails(fake_host: FakeHost, run_check: Run
     )
     r = run_check("daemon.unit-conflicts", fake_host)
     assert r.status is Status.FAIL
-    assert "-H (daemon.json hosts)" in r.summary
+    assert "-H from /lib/systemd/system/docker.service (daemon.json hosts)" in r.summary
 
 
 def test_drop_in_that_resets_execstart_clears_the_conflict(fake_host: FakeHost, run_check: RunCheck) -> None:
@@ -334,3 +334,45 @@ def test_unit_file_not_in_use_without_systemd_is_skipped(fake_host: FakeHost, ru
         "/etc/docker/daemon.json": '{"hosts": ["unix:///var/run/docker.sock"]}',
     })
     assert run_check("daemon.unit-conflicts", fake_host).status is Status.SKIP
+
+
+def test_journald_logging_is_rotated_by_the_journal_not_failed(
+        fake_host: FakeHost, run_check: RunCheck) -> None:
+    fake_host.files({"/etc/docker/daemon.json": '{"log-driver": "journald"}'})
+    r = run_check("daemon.logging", fake_host)
+    assert r.status is Status.PASS
+    assert "journal" in r.summary
+    fake_host.files({"/etc/docker/daemon.json": '{"log-driver": "some/plugin:1"}'})
+    assert run_check("daemon.logging", fake_host).status is Status.WARN
+
+
+def test_a_flag_in_docker_opts_is_a_conflict_named_with_its_file(
+        fake_host: FakeHost, run_check: RunCheck) -> None:
+    fake_host.files({
+        "/proc/1/comm": "systemd\n",
+        "/lib/systemd/system/docker.service": (
+            "[Service]\nEnvironmentFile=-/etc/default/docker\n"
+            "ExecStart=/usr/sbin/dockerd -H fd:// $DOCKER_OPTS\n"),
+        "/etc/default/docker": 'DOCKER_OPTS="--dns 1.1.1.1"\n',
+        "/etc/docker/daemon.json": '{"dns": ["10.0.0.53"]}',
+    })
+    r = run_check("daemon.unit-conflicts", fake_host)
+    assert r.status is Status.FAIL
+    assert "--dns from /etc/default/docker (DOCKER_OPTS)" in r.summary
+    assert r.hint == "dockerd refuses to start; remove the flag from /etc/default/docker"
+
+
+def test_a_bom_fails_daemon_syntax_on_docker_20_10(fake_host: FakeHost, run_check: RunCheck) -> None:
+    fake_host.files({"/etc/docker/daemon.json": '\ufeff{"dns": ["8.8.8.8"]}'})
+    r = run_check("daemon.syntax", fake_host)
+    assert r.status is Status.FAIL
+    assert "byte order mark" in r.summary
+
+
+def test_the_upstreams_behind_the_resolved_stub_are_asked(tmp_path) -> None:
+    from hostkit.subsystems.dns import host_upstreams
+
+    host = FakeHost(tmp_path, binaries=("resolvectl",), commands={
+        ("resolvectl", "dns"): "Global: 1.1.1.1#cloudflare-dns.com\nLink 2 (eth0): 10.0.0.1\n"})
+    host.files({"/etc/resolv.conf": "nameserver 127.0.0.53\nnameserver 10.0.0.1\n"})
+    assert host_upstreams(host) == ["1.1.1.1", "10.0.0.1"]
