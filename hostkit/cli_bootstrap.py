@@ -113,7 +113,12 @@ def _network_probe(host: LocalHost, options: BootstrapOptions) -> StepResult:
     The same probes as `hostkit doctor`'s dns.container and net.container-egress.
     """
     from hostkit.doctor import ProbeContext
-    from hostkit.probes.containers import NoProbeImage, container_dns, container_egress
+    from hostkit.probes.containers import (
+        NoProbeImage,
+        container_dns,
+        container_egress,
+        pick_probe_image,
+    )
     from hostkit.results import Status
     from hostkit.settings import Settings
 
@@ -123,6 +128,8 @@ def _network_probe(host: LocalHost, options: BootstrapOptions) -> StepResult:
         return StepResult("network", title, FAILED, message="Docker is not running")
     ctx = ProbeContext(host, Facts(host), Settings(probe_image=options.probe_image or ""))
     try:
+        # one image for both probes, recorded for the doctor's later container checks
+        ctx.settings = ctx.settings.with_overrides(probe_image=pick_probe_image(ctx))
         outcome = container_dns(ctx, name=options.probe_host)
         if outcome.status is Status.PASS:
             outcome = container_egress(ctx, target=f"{options.probe_host}:80")
@@ -134,8 +141,22 @@ def _network_probe(host: LocalHost, options: BootstrapOptions) -> StepResult:
         return StepResult("network", title, FAILED, message=exc.message, hint=exc.hint,
                           seconds=time.monotonic() - start)
     ok = outcome.status is Status.PASS
+    if ok:
+        _record_probe_image(host, ctx.settings.probe_image)
     return StepResult("network", title, OK if ok else FAILED, message=outcome.summary,
                       hint="" if ok else outcome.hint, seconds=time.monotonic() - start)
+
+
+def _record_probe_image(host: LocalHost, image: str) -> None:
+    """The image the network probe proved things with, for the doctor's container checks."""
+    from hostkit.settings import load_settings
+
+    if load_settings(host).probe_image == image:
+        return
+    step = SiteSettingsStep({"probe_image": image})
+    facts = Facts(host)
+    if step.check(host, facts):
+        step.apply(host, facts, [])
 
 
 def _roll_back_dns(host: LocalHost, options: BootstrapOptions,

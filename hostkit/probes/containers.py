@@ -17,6 +17,10 @@ from hostkit.results import Outcome
 PREFERRED_IMAGES = ("hostkit/jupyterhub", "hostkit/singleuser", "hostkit/debian-base", "hostkit-test/minbase")
 
 
+# images hostkit makes; a recorded one that is gone is replaced, not reported
+OWN_IMAGES = ("hostkit/",)
+
+
 class NoProbeImage(CheckNotApplicable):
     """No image to start a test container from: the check cannot be made."""
 
@@ -27,9 +31,19 @@ def pick_probe_image(ctx: ProbeContext) -> str:
     Ours is hostkit's tiny probe image (hostkit.probe_image), made from the host's own files.
     """
     client = ctx.facts.docker_client()
-    if ctx.settings.probe_image:
-        return ctx.settings.probe_image
-    tags = [t for img in client.images.list() for t in img.tags]
+    images = client.images.list()
+    tags = [t for img in images for t in img.tags]
+    configured = ctx.settings.probe_image
+    if configured:
+        names = {*tags, *(str(getattr(img, "id", "")) for img in images)}
+        if configured in names or f"{configured}:latest" in names:
+            return configured
+        if not configured.startswith(OWN_IMAGES):
+            raise NoProbeImage(f"probe_image {configured} is not on this host",
+                               f"load it (docker load / docker pull {configured}), or remove "
+                               "probe_image from /etc/hostkit/hostkit.toml")
+        # one of hostkit's own, recorded by bootstrap and gone since (pruned, upgraded):
+        # any other will do, as it did before it was recorded
     for repo in PREFERRED_IMAGES:
         for tag in tags:
             if tag.split(":")[0] == repo:

@@ -119,3 +119,48 @@ def test_the_image_is_imported_once_labelled_then_reused(tmp_path: Path) -> None
     assert f"{imported['repository']}:{imported['tag']}" == tag
     assert imported["changes"] == [f"LABEL {PROBE_LABEL}=1"]
     assert "bin/getent" in names(imported["data"])
+
+
+class _Img:
+    def __init__(self, tag: str, image_id: str = "sha256:abc") -> None:
+        self.tags = [tag]
+        self.id = image_id
+
+
+def _ctx(tmp_path: Path, probe_image: str, tags: list[str]) -> Any:
+    from fakes import FakeDocker, FakeHost
+
+    from hostkit.doctor import ProbeContext
+    from hostkit.facts import Facts
+    from hostkit.settings import Settings
+
+    docker_client = FakeDocker()
+    docker_client.images.items = [_Img(t) for t in tags]
+    host = FakeHost(tmp_path, docker=docker_client)
+    return ProbeContext(host, Facts(host), Settings(probe_image=probe_image))
+
+
+def test_a_recorded_probe_image_is_used_while_it_is_there(tmp_path: Path) -> None:
+    from hostkit.probes.containers import pick_probe_image
+
+    ctx = _ctx(tmp_path, "hostkit/probe:0123456789ab", ["hostkit/probe:0123456789ab",
+                                                        "hostkit/jupyterhub:5.5.4"])
+    assert pick_probe_image(ctx) == "hostkit/probe:0123456789ab"
+
+
+def test_a_recorded_image_of_hostkits_that_is_gone_is_replaced_not_reported(
+        tmp_path: Path) -> None:
+    from hostkit.probes.containers import pick_probe_image
+
+    ctx = _ctx(tmp_path, "hostkit/jupyterhub:5.5.3", ["hostkit/jupyterhub:5.5.4"])
+    assert pick_probe_image(ctx) == "hostkit/jupyterhub:5.5.4"
+
+
+def test_an_image_the_admin_chose_that_is_gone_is_said_plainly(tmp_path: Path) -> None:
+    import pytest
+
+    from hostkit.probes.containers import NoProbeImage, pick_probe_image
+
+    ctx = _ctx(tmp_path, "registry.example.edu/tools:1", ["hostkit/jupyterhub:5.5.4"])
+    with pytest.raises(NoProbeImage, match=r"probe_image registry\.example\.edu/tools:1 is not on"):
+        pick_probe_image(ctx)
