@@ -1,0 +1,168 @@
+"""`hostkit bootstrap --data-root` must never lose data: reproduced against a real dockerd
+20.10 and rsync in a systemd box.
+
+One box for the module; the tests run in file order and each one takes Docker's current
+root as it finds it. Data is compared by content: sha256 of every file in the volumes and
+of the image's layer files (and `docker save`), never by IDs alone.
+
+An rsync wrapper in the box's /usr/local/bin can slow one pass down (the live pass when
+/tmp/slow-live exists, the delta pass when /tmp/slow-delta exists) so that a test can act
+while that pass runs; the real /usr/bin/rsync does the copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "box"))
+
+from boxlib import Box, build_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RSYNC_WRAPPER = r"""#!/bin/sh
+# test hook: hold one rsync pass for a while so a test can act during it
+case " $* " in
+  *" -n "*) ;;
+  *" --delete "*) [ -e /tmp/slow-delta ] && sleep "$(cat /tmp/slow-delta)" ;;
+  *) [ -e /tmp/slow-live ] && sleep "$(cat /tmp/slow-live)" ;;
+esac
+exec /usr/bin/rsync "$@"
+"""
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Box]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root and a local dockerd")
+    build_image()
+    b = Box(f"hostkit-safety-{os.getpid()}")
+    b.start()
+    try:
+        b.install_hostkit()
+        b.seed_docker_content()
+        b.sh(f"cat > /usr/local/bin/rsync <<'EOF'\n{RSYNC_WRAPPER}EOF\n"
+             "chmod 0755 /usr/local/bin/rsync")
+        yield b
+    finally:
+        if not os.environ.get("HOSTKIT_KEEP_BOX"):
+            b.remove()
+
+
+def _args(box: Box, target: str, extra: str = "") -> str:
+    return f"--data-root {target} --yes --no-stack --dns {box.resolver()} {extra}".strip()
+
+
+def _bootstrap(box: Box, args: str) -> tuple[int, str, str]:
+    res = box.sh(f"hostkit bootstrap {args}", check=False, timeout=900)
+    # rich wraps at 80 columns without a terminal; compare text, not line breaks
+    return res.returncode, " ".join(res.stdout.split()), " ".join(res.stderr.split())
+
+
+def _start_bg(box: Box, args: str) -> None:
+    """hostkit bootstrap in the background: its pid in /tmp/bg.pid, exit code in /tmp/bg.rc."""
+    box.sh("rm -f /tmp/bg.pid /tmp/bg.rc /tmp/bg.log; nohup sh -c '"
+           f"hostkit bootstrap {args} >/tmp/bg.log 2>&1 & echo $! >/tmp/bg.pid; "
+           "wait $!; echo $? >/tmp/bg.rc' >/dev/null 2>&1 &")
+
+
+def _wait_bg(box: Box, timeout: float = 300) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout
+    while box.sh("test -s /tmp/bg.rc", check=False).returncode != 0:
+        assert time.monotonic() < deadline, box.sh("cat /tmp/bg.log", check=False).stdout
+        time.sleep(0.5)
+    rc = int(box.sh("cat /tmp/bg.rc").stdout.strip())
+    return rc, " ".join(box.sh("cat /tmp/bg.log").stdout.split())
+
+
+def _wait_for(box: Box, script: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while box.sh(script, check=False).returncode != 0:
+        assert time.monotonic() < deadline, box.sh("cat /tmp/bg.log", check=False).stdout
+        time.sleep(0.1)
+
+
+def _files_checksum(box: Box, directory: str, pattern: str = "*") -> str:
+    """sha256 of every file (and the list of every path) under directory."""
+    return box.sh(f"cd {directory} && find . -path './{pattern}' -type f | sort | "
+                  "xargs -r sha256sum | sha256sum; find . | sort | sha256sum").stdout
+
+
+def _volume_files(box: Box, root: str) -> str:
+    """Every volume's files, read from the root on disk (no container needed)."""
+    return _files_checksum(box, f"{root}/volumes", "*/_data/*")
+
+
+def _image_checksum(box: Box) -> str:
+    """`docker save` of the test image and the sha256 of every file in its layer dirs."""
+    dirs = box.sh("docker image inspect -f "
+                  "'{{.GraphDriver.Data.UpperDir}}:{{.GraphDriver.Data.LowerDir}}' "
+                  "hostkit-tiny:1").stdout.strip()
+    layers = [d for d in dirs.split(":") if d and d != "<no value>"]
+    root = box.docker_root()
+    rel = " ".join(d[len(root) + 1:] for d in layers)
+    files = box.sh(f"cd {root} && find {rel} -type f | sort | xargs -r sha256sum").stdout
+    saved = box.sh("docker save hostkit-tiny:1 | sha256sum").stdout
+    return saved + files.replace(root, "ROOT")
+
+
+def _latest_log(box: Box) -> str:
+    return box.sh("cat $(ls -t /var/log/hostkit/bootstrap-*.log | head -1)").stdout
+
+
+def _docker_started_at(box: Box) -> str:
+    return box.sh("systemctl show -p ExecMainStartTimestamp -p MainPID docker.service").stdout
+
+
+def _restart_docker(box: Box) -> None:
+    box.sh("systemctl reset-failed docker.service docker.socket; "
+           "systemctl restart docker.socket docker.service && "
+           "until docker info >/dev/null 2>&1; do sleep 0.3; done", timeout=120)
+
+
+def _set_daemon_key(box: Box, key: str, value: object) -> None:
+    """Add (or with None remove) one daemon.json key, then restart Docker."""
+    box.sh("python3 - <<'EOF'\n"
+           "import json, os\n"
+           "p = '/etc/docker/daemon.json'\n"
+           "d = json.load(open(p)) if os.path.exists(p) else {}\n"
+           f"v = json.loads({json.dumps(json.dumps(value))})\n"
+           f"d.pop({key!r}, None) if v is None else d.__setitem__({key!r}, v)\n"
+           "open(p, 'w').write(json.dumps(d, indent=2) + '\\n')\n"
+           "EOF")
+    _restart_docker(box)
+
+
+# ---- 1. a target that already holds data --------------------------------------------------
+
+@pytest.mark.parametrize(("name", "layout", "expect"), [
+    # a Docker root left behind by an OS reinstall
+    ("reinstalled", "mkdir -p {t}/overlay2/l1/diff {t}/image/overlay2 {t}/containers "
+                    "{t}/volumes/thesis/_data && echo layer > {t}/overlay2/l1/diff/f && "
+                    "head -c 3000000 /dev/urandom > {t}/volumes/thesis/_data/thesis.tar",
+     "holds another Docker root"),
+    # an admin's backup that happens to sit in a directory named like Docker's
+    ("backup-only", "mkdir -p {t}/volumes && head -c 3000000 /dev/urandom > {t}/volumes/backup.tar",
+     "not empty"),
+])
+def test_a_target_that_already_holds_data_is_refused_and_left_untouched(
+        box: Box, name: str, layout: str, expect: str) -> None:
+    target = f"/srv/{name}"
+    box.sh(layout.format(t=target))
+    before = _files_checksum(box, target)
+    root = box.docker_root()
+    rc, out, err = _bootstrap(box, _args(box, target))
+    assert _files_checksum(box, target) == before, "the target's files were changed"
+    assert rc != 0, out
+    assert expect in err
+    assert "hint:" in err
+    assert "Traceback" not in err
+    assert box.docker_root() == root
