@@ -166,3 +166,27 @@ def test_a_target_that_already_holds_data_is_refused_and_left_untouched(
     assert "hint:" in err
     assert "Traceback" not in err
     assert box.docker_root() == root
+
+
+# ---- 5. containers come and go while the live pass runs -----------------------------------
+
+def test_containers_removed_during_the_live_copy_are_not_losses(box: Box) -> None:
+    target = "/srv/busy"
+    box.sh("docker run -d --name doomed hostkit-tiny:1 sleep 100000 >/dev/null && "
+           "docker run -d --rm --name short hostkit-tiny:1 sleep 100000 >/dev/null")
+    volumes = box.volume_checksum()
+    images = _image_checksum(box)
+    box.sh("echo 8 > /tmp/slow-live")
+    try:
+        _start_bg(box, _args(box, target))
+        _wait_for(box, "pgrep -f '[r]sync -aHAXS' >/dev/null")
+        # DockerSpawner's remove=True and the idle culler do this on a live hub
+        box.sh("docker rm -f doomed >/dev/null && docker stop -t 1 short >/dev/null")
+        rc, log = _wait_bg(box)
+    finally:
+        box.sh("rm -f /tmp/slow-live")
+    assert rc == 0, log
+    assert "rolled back" not in log
+    assert box.docker_root() == target
+    assert box.volume_checksum() == volumes
+    assert _image_checksum(box) == images
