@@ -190,3 +190,37 @@ def test_containers_removed_during_the_live_copy_are_not_losses(box: Box) -> Non
     assert box.docker_root() == target
     assert box.volume_checksum() == volumes
     assert _image_checksum(box) == images
+
+
+# ---- 8. an SSH drop (SIGTERM/SIGHUP) while Docker is stopped ------------------------------
+
+def test_sigterm_while_docker_is_stopped_rolls_back_and_a_rerun_converges(box: Box) -> None:
+    root = box.docker_root()
+    target = "/srv/sigterm"
+    volumes = box.volume_checksum()
+    box.sh("echo 40 > /tmp/slow-delta")
+    try:
+        _start_bg(box, _args(box, target))
+        _wait_for(box, "pgrep -f '[r]sync.* --delete' >/dev/null", timeout=180)
+        stopped = box.sh("docker info >/dev/null 2>&1", check=False).returncode != 0
+        box.sh("kill -TERM $(cat /tmp/bg.pid)")
+        rc, log = _wait_bg(box, timeout=180)
+    finally:
+        box.sh("rm -f /tmp/slow-delta")
+        running = box.sh("docker info >/dev/null 2>&1", check=False).returncode == 0
+        if not running:
+            box.sh("systemctl reset-failed docker.service docker.socket; "
+                   "systemctl start docker.socket docker.service", check=False)
+    assert stopped, "the signal was meant to arrive while Docker is stopped"
+    assert running, f"hostkit left Docker stopped: {log}"
+    assert rc != 0
+    assert "SIGTERM" in log
+    assert "rolled back" in log
+    assert box.docker_root() == root
+    assert box.sh("pgrep -f '[r]sync.* --delete'", check=False).returncode != 0
+    assert box.volume_checksum() == volumes
+    # the interrupted copy is hostkit's own: a re-run resumes it and converges
+    rc, out, err = _bootstrap(box, _args(box, target))
+    assert rc == 0, out + err
+    assert box.docker_root() == target
+    assert box.volume_checksum() == volumes
