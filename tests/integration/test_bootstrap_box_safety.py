@@ -224,3 +224,33 @@ def test_sigterm_while_docker_is_stopped_rolls_back_and_a_rerun_converges(box: B
     assert rc == 0, out + err
     assert box.docker_root() == target
     assert box.volume_checksum() == volumes
+
+
+# ---- 3. live-restore keeps containers running while dockerd is down -----------------------
+
+def _log_lines(box: Box) -> int:
+    res = box.sh("docker run --rm -v lrdata:/data hostkit-tiny:1 cat /data/log | wc -l")
+    return int(res.stdout.strip())
+
+
+def test_with_live_restore_running_containers_write_to_the_new_root(box: Box) -> None:
+    _set_daemon_key(box, "live-restore", True)
+    target = "/srv/live"
+    try:
+        box.sh("docker run -d --name writer --restart=always -v lrdata:/data hostkit-tiny:1 "
+               "sh -c 'trap \"exit 0\" TERM; i=0; while true; do i=$((i+1)); "
+               "echo $i >> /data/log; sleep 0.2; done' >/dev/null")
+        time.sleep(2)
+        volumes = box.volume_checksum()
+        rc, out, err = _bootstrap(box, _args(box, target))
+        assert rc == 0, out + err
+        assert box.docker_root() == target
+        assert box.volume_checksum() == volumes
+        time.sleep(2)
+        first = _log_lines(box)
+        time.sleep(3)
+        assert _log_lines(box) > first, "the writer no longer writes into the new root"
+        assert box.sh("docker inspect -f '{{.State.Running}}' writer").stdout.strip() == "true"
+    finally:
+        box.sh("docker rm -f writer >/dev/null 2>&1; true")
+        _set_daemon_key(box, "live-restore", None)
