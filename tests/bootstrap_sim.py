@@ -34,7 +34,8 @@ class SimHost(LocalHost):
         super().__init__(root)
         self.calls: list[tuple[str, ...]] = []
         self.binaries = {"docker", "dockerd", "docker-compose", "systemctl", "journalctl",
-                         "rsync", "findmnt", "du", "df", "firewall-cmd", "ip", "service"}
+                         "rsync", "findmnt", "du", "df", "firewall-cmd", "ip", "service",
+                         "apt-get", "dnf"}
         if not firewalld:
             self.binaries.discard("firewall-cmd")
         self.docker_version = docker_version
@@ -207,6 +208,14 @@ class SimHost(LocalHost):
 
     def _df(self, args: list[str]) -> tuple[int, str, str]:
         return 0, f"Avail\n{self.avail}\n", ""
+
+    def _apt_get(self, args: list[str]) -> tuple[int, str, str]:
+        """Installing a package brings the binary of the same name."""
+        if args[0] == "install":
+            self.binaries.update(a for a in args[1:] if not a.startswith("-"))
+        return 0, "", ""
+
+    _dnf = _apt_get
 
     def _ip(self, args: list[str]) -> tuple[int, str, str]:
         return 0, "1.1.1.1 via 10.0.0.1 dev eth0 src 10.0.0.5\n", ""

@@ -185,3 +185,24 @@ def test_without_systemd_docker_is_stopped_and_started_with_its_init_script(sim:
     assert ("service", "docker", "start") in sim.calls
     assert not any(c[0] == "systemctl" for c in sim.calls)
     assert sim.root_dir == "/srv/docker"
+
+
+def test_missing_rsync_is_planned_as_an_install_before_the_confirmation(sim: SimHost) -> None:
+    sim.binaries.discard("rsync")
+    changes = _step("/srv/docker").check(sim, Facts(sim))
+    install = [c for c in changes if "rsync" in c.summary and "install" in c.summary]
+    assert install, [c.summary for c in changes]
+    assert "apt-get install -y --no-install-recommends rsync" in install[0].diff
+    assert not install[0].disruptive
+    _planned, result = Plan([_step("/srv/docker")]).run(sim, Facts(sim))
+    assert [s.status for s in result.steps] == [CHANGED], result
+    installed = sim.calls.index(("apt-get", "install", "-y", "--no-install-recommends", "rsync"))
+    assert installed < sim.calls.index(("systemctl", "stop", "docker.socket", "docker.service"))
+    assert sim.root_dir == "/srv/docker"
+
+
+def test_a_missing_tool_no_package_manager_brings_is_refused_before_the_prompt(
+        sim: SimHost) -> None:
+    sim.binaries.discard("findmnt")
+    with pytest.raises(UsageError, match="findmnt"):
+        _step("/srv/docker").check(sim, Facts(sim))
