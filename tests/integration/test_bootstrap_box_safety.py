@@ -254,3 +254,63 @@ def test_with_live_restore_running_containers_write_to_the_new_root(box: Box) ->
     finally:
         box.sh("docker rm -f writer >/dev/null 2>&1; true")
         _set_daemon_key(box, "live-restore", None)
+
+
+# ---- 2. the same directory under two names ------------------------------------------------
+
+def test_a_symlink_to_the_current_root_is_already_converged(box: Box) -> None:
+    root = box.docker_root()
+    box.sh(f"ln -sfn {root} /srv/root-link")
+    started = _docker_started_at(box)
+    rc, out, err = _bootstrap(box, _args(box, "/srv/root-link"))
+    assert rc == 0, out + err
+    assert re.search(r"ok\s+Docker data root at", out), out
+    assert _docker_started_at(box) == started
+    assert box.docker_root() == root
+    assert box.sh(f"ls -d {root}.hostkit-old-* 2>/dev/null || true").stdout.strip() == ""
+    assert box.sh(f"test -d {root}/volumes && echo yes").stdout.strip() == "yes"
+
+
+def test_a_root_bind_mounted_from_the_target_is_not_copied_onto_itself(box: Box) -> None:
+    real = box.docker_root()
+    view = "/srv/bound-view"
+    volumes = _volume_files(box, real)
+    box.sh(f"systemctl stop docker.socket docker.service && mkdir -p {view} && "
+           f"mount --bind {real} {view}")
+    try:
+        _set_daemon_key(box, "data-root", view)
+        assert box.docker_root() == view
+        rc, out, err = _bootstrap(box, _args(box, real))
+        assert rc == 0, out + err
+        assert box.docker_root() == real
+        assert "rsync -aHAXS" not in _latest_log(box), "the root was copied onto itself"
+        assert "remove its contents" not in out
+        assert box.sh(f"ls -d {view}.hostkit-old-* 2>/dev/null || true").stdout.strip() == ""
+        assert _volume_files(box, real) == volumes
+    finally:
+        box.sh(f"umount {view}", check=False)
+
+
+# ---- 2. cleanup never deletes Docker's current root under another name --------------------
+
+def test_cleanup_refuses_a_recorded_path_that_is_docker_current_root(box: Box) -> None:
+    root = box.docker_root()
+    alias = "/srv/alias-of-root"
+    volumes = _volume_files(box, root)
+    box.sh(f"mkdir -p {alias} && mount --bind {root} {alias}")
+    # as if an earlier move had been recorded under a name that now leads to the live root
+    box.sh("python3 - <<'EOF'\n"
+           "import json, os\n"
+           "p = '/var/lib/hostkit/old-data-roots.json'\n"
+           f"d = [{{'path': '{alias}', 'from': '{alias}', 'to': '{root}', 'when': 'x'}}]\n"
+           "os.makedirs(os.path.dirname(p), exist_ok=True)\n"
+           "open(p, 'w').write(json.dumps(d))\n"
+           "EOF")
+    try:
+        res = box.sh("hostkit cleanup --yes", check=False)
+        assert _volume_files(box, root) == volumes, "cleanup deleted Docker's current root"
+        assert res.returncode != 0
+        assert alias in " ".join((res.stdout + res.stderr).split())
+        assert box.docker_root() == root
+    finally:
+        box.sh(f"umount {alias}", check=False)
