@@ -291,6 +291,33 @@ def test_a_root_bind_mounted_from_the_target_is_not_copied_onto_itself(box: Box)
         box.sh(f"umount {view}", check=False)
 
 
+# ---- 4. a separate filesystem under the old root ------------------------------------------
+
+def test_a_separate_filesystem_at_overlay2_is_refused(box: Box) -> None:
+    root = box.docker_root()
+    images = _image_checksum(box)
+    box.sh(f"systemctl stop docker.socket docker.service && "
+           f"mv {root}/overlay2 {root}/overlay2.disk && mkdir {root}/overlay2 && "
+           f"mount -t tmpfs -o size=512m tmpfs {root}/overlay2 && "
+           f"cp -a {root}/overlay2.disk/. {root}/overlay2/ && "
+           "systemctl start docker.socket docker.service")
+    try:
+        assert _image_checksum(box) == images
+        rc, out, err = _bootstrap(box, _args(box, "/srv/ovl"))
+        assert rc != 0, out
+        assert f"{root}/overlay2" in err, out + err
+        assert "hint:" in err
+        assert box.docker_root() == root
+        assert _image_checksum(box) == images
+    finally:
+        now = box.sh("docker info --format '{{.DockerRootDir}}'", check=False).stdout.strip()
+        box.sh(f"systemctl stop docker.socket docker.service; "
+               f"rsync -aHAX --delete {now}/overlay2/ {now}/overlay2.disk/ && "
+               f"umount -l {root}/overlay2; rmdir {now}/overlay2 && "
+               f"mv {now}/overlay2.disk {now}/overlay2; "
+               "systemctl start docker.socket docker.service", check=False)
+
+
 # ---- 2. cleanup never deletes Docker's current root under another name --------------------
 
 def test_cleanup_refuses_a_recorded_path_that_is_docker_current_root(box: Box) -> None:
