@@ -7,6 +7,7 @@ and subclass it to answer commands from a table instead of running them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -83,6 +84,30 @@ class LocalHost:
 
     def stat(self, path: str) -> os.stat_result:
         return self.path(path).stat()
+
+    def identity(self, path: str) -> Optional[tuple[int, int]]:
+        """(st_dev, st_ino) of what path names (symlinks followed), or None if it is absent.
+
+        Two names for one directory (a symlink, a bind mount) have the same identity.
+        """
+        try:
+            st = self.path(path).stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def realpath(self, path: str) -> str:
+        """path with every symlink resolved, as a host path (missing tails are kept)."""
+        real = os.path.realpath(self.path(path))
+        if str(self.root) == "/":
+            return real
+        base = os.path.realpath(self.root)
+        rel = os.path.relpath(real, base)
+        if rel == ".":
+            return "/"
+        if rel.startswith(".."):
+            return os.path.normpath(path)  # a link out of the test root: keep the name
+        return "/" + rel
 
     def listdir(self, path: str) -> list[str]:
         try:
@@ -199,21 +224,31 @@ class LocalHost:
 
         # `sh` does for long, streaming commands what a Popen loop cannot do simply: the
         # timeout holds while the command prints nothing, output arrives as it is written.
+        started = time.monotonic()
         try:
             command = sh.Command(argv[0])
         except sh.CommandNotFound as exc:
             raise HostkitError(f"{argv[0]}: command not found", hint) from exc
+        proc = command(*argv[1:], _out=chunk, _err_to_out=True, _out_bufsize=0,
+                       _encoding="utf-8", _decode_errors="replace", _bg=True, _bg_exc=False,
+                       _timeout=timeout, _env=self._full_env(None),
+                       _ok_code=tuple(range(256)), _tty_out=False)
         try:
-            proc = command(*argv[1:], _out=chunk, _err_to_out=True, _out_bufsize=0,
-                           _encoding="utf-8", _decode_errors="replace", _return_cmd=True,
-                           _timeout=timeout, _env=self._full_env(None),
-                           _ok_code=tuple(range(256)), _tty_out=False)
-        except sh.TimeoutException as exc:
-            raise HostkitError(f"`{shlex.join(argv)}` did not finish within {timeout:g}s",
-                               hint) from exc
-        except sh.SignalException as exc:
-            raise HostkitError(f"`{shlex.join(argv)}` was killed by signal {-exc.exit_code}",
-                               hint) from exc
+            proc.wait()
+        except (sh.TimeoutException, sh.SignalException):
+            pass  # reported below from the exit code
+        except BaseException:
+            # an exception raised by a signal handler while waiting (SIGTERM, Ctrl-C): the
+            # command must not outlive the caller's decision to stop
+            with contextlib.suppress(Exception):
+                proc.kill()
+                proc.wait()
+            raise
+        if proc.exit_code == -9 and time.monotonic() - started >= timeout:
+            raise HostkitError(f"`{shlex.join(argv)}` did not finish within {timeout:g}s", hint)
+        if proc.exit_code is not None and proc.exit_code < 0:
+            raise HostkitError(f"`{shlex.join(argv)}` was killed by signal {-proc.exit_code}",
+                               hint)
         if pending[0].strip():
             out.append(pending[0])
             on_line(pending[0])
