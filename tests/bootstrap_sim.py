@@ -48,7 +48,7 @@ class SimHost(LocalHost):
         self.restarts = 0
         self.driver_status: list[list[str]] = [["Backing Filesystem", "extfs"]]
         self.fstype = "ext4"
-        self.extra_mounts: list[str] = []
+        self.extra_mounts: list[tuple[str, str]] = []  # (target, fstype)
         self.avail = 10**12
         self.unit = ("[Service]\nExecStart=/usr/sbin/dockerd -H fd:// "
                      "--containerd=/run/containerd/containerd.sock\n")
@@ -199,7 +199,7 @@ class SimHost(LocalHost):
     def _findmnt(self, args: list[str]) -> tuple[int, str, str]:
         if "-T" in args:
             return 0, f"{self.fstype} /\n", ""
-        return 0, "".join(f"{m} ext4\n" for m in ["/", *self.extra_mounts]), ""
+        return 0, "".join(f"{m} {t}\n" for m, t in [("/", "ext4"), *self.extra_mounts]), ""
 
     def _du(self, args: list[str]) -> tuple[int, str, str]:
         real = self.path(args[-1])

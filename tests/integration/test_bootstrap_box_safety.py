@@ -168,6 +168,29 @@ def test_a_target_that_already_holds_data_is_refused_and_left_untouched(
     assert box.docker_root() == root
 
 
+def test_adopt_runs_docker_on_an_existing_root_as_it_is(box: Box) -> None:
+    root = box.docker_root()
+    target = "/srv/adoptable"
+    # a root from before a reinstall: today's, plus a volume only it has
+    box.sh("docker volume create only-there >/dev/null && docker run --rm -v only-there:/d "
+           "hostkit-tiny:1 sh -c 'echo kept > /d/f'")
+    box.sh(f"systemctl stop docker.socket docker.service && rsync -aHAX {root}/ {target}/ && "
+           "systemctl start docker.socket docker.service && "
+           "until docker info >/dev/null 2>&1; do sleep 0.3; done && "
+           "docker volume rm only-there >/dev/null")
+    old_files = _volume_files(box, root)
+    rc, out, err = _bootstrap(box, _args(box, target, "--adopt"))
+    assert rc == 0, out + err
+    assert re.search(r"\d+ images, \d+ containers, \d+ volumes", out), out
+    assert "NOT recorded for `hostkit cleanup`" in out
+    assert box.docker_root() == target
+    assert box.sh("docker run --rm -v only-there:/d hostkit-tiny:1 cat /d/f").stdout.strip() == "kept"
+    assert _volume_files(box, root) == old_files, "the old root was touched"
+    assert "rsync -aHAXS" not in _latest_log(box)
+    state = box.sh("cat /var/lib/hostkit/old-data-roots.json 2>/dev/null || echo []").stdout
+    assert root not in [e["path"] for e in json.loads(state)]
+
+
 # ---- 5. containers come and go while the live pass runs -----------------------------------
 
 def test_containers_removed_during_the_live_copy_are_not_losses(box: Box) -> None:
