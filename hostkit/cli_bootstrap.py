@@ -33,8 +33,8 @@ from hostkit.steps import (
     render_summary,
 )
 from hostkit.subsystems.data_root import deletion_blocker
-from hostkit.subsystems.data_root_move import STATE_FILE as STATE_FILE_PATH
-from hostkit.subsystems.data_root_move import load_state, save_state
+from hostkit.subsystems.data_root_state import STATE_FILE as STATE_FILE_PATH
+from hostkit.subsystems.data_root_state import load_state, save_state
 from hostkit.subsystems.docker_service import docker_api_info
 
 LOG_DIR = "/var/log/hostkit"

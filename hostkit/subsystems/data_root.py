@@ -23,17 +23,14 @@ from hostkit.facts import Facts
 from hostkit.host import LocalHost
 from hostkit.steps import Change, StepNotReady
 from hostkit.subsystems.data_root_move import (
-    STATE_FILE,
     MovePlan,
     ProgressFactory,
     inside,
-    marker_matches,
     no_progress,
-    read_marker,
     relocate_data_root,
     rewrite_volume_sources,
-    root_inventory,
 )
+from hostkit.subsystems.data_root_state import STATE_FILE, marker_matches, read_marker, root_inventory
 from hostkit.subsystems.docker_service import DEFAULT_DOCKER_ROOT, docker_api_info
 
 __all__ = ["STATE_FILE", "ProgressFactory", "RelocateStep", "deletion_blocker", "no_progress",

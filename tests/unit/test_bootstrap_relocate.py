@@ -14,7 +14,7 @@ from hostkit.facts import Facts
 from hostkit.steps import CHANGED, OK, Plan
 from hostkit.subsystems.daemon_json import DaemonJsonStep
 from hostkit.subsystems.data_root import STATE_FILE, RelocateStep, rewrite_volume_sources
-from hostkit.subsystems.data_root_move import MARKER, marker_for
+from hostkit.subsystems.data_root_state import MARKER, marker_for
 
 
 @pytest.fixture
