@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -257,3 +259,53 @@ def test_a_missing_tool_no_package_manager_brings_is_refused_before_the_prompt(
     sim.binaries.discard("findmnt")
     with pytest.raises(UsageError, match="findmnt"):
         _step("/srv/docker").check(sim, Facts(sim))
+
+
+def test_sigterm_during_the_delta_pass_rolls_back_and_keeps_the_copy_resumable(
+        sim: SimHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sim._rsync
+
+    def killed_rsync(args: list[str]) -> tuple[int, str, str]:
+        if "--delete" in args and "-n" not in args:
+            os.kill(os.getpid(), signal.SIGTERM)  # what an SSH drop or `kill` delivers
+        return real(args)
+
+    monkeypatch.setattr(sim, "_rsync", killed_rsync)
+    step = _step("/srv/docker")
+    step.check(sim, Facts(sim))
+    with pytest.raises(HostkitError, match="interrupted by SIGTERM; rolled back") as err:
+        step.apply(sim, Facts(sim), [])
+    assert "resumes it" in err.value.message
+    assert sim.running
+    assert sim.root_dir == "/var/lib/docker"
+    assert sim.path(f"/srv/docker/{MARKER}").exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers put back
+    monkeypatch.setattr(sim, "_rsync", real)
+    _planned, result = Plan([_step("/srv/docker")]).run(sim, Facts(sim))
+    assert [s.status for s in result.steps] == [CHANGED], result
+    assert sim.root_dir == "/srv/docker"
+
+
+def test_a_failed_rollback_step_does_not_stop_the_others_and_says_how_to_recover(
+        sim: SimHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    sim.refuse_start = lambda cfg: "refused" if cfg.get("data-root") else None
+    real_rename = sim.rename
+
+    def no_way_back(src: str, dst: str) -> None:
+        if "hostkit-old" in src:
+            raise HostkitError(f"{src}: device or resource busy")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(sim, "rename", no_way_back)
+    step = _step("/srv/docker")
+    step.check(sim, Facts(sim))
+    with pytest.raises(HostkitError) as err:
+        step.apply(sim, Facts(sim), [])
+    assert "rollback incomplete" in err.value.message
+    assert "Docker is STOPPED" in err.value.message
+    assert sim.path("/etc/docker/daemon.json").exists() is False  # that step still ran
+    aside = next(p.name for p in sim.path("/var/lib").iterdir() if "hostkit-old" in p.name)
+    assert err.value.hint == (f"to recover: mv /var/lib/{aside} /var/lib/docker && "
+                              "systemctl start docker")
+    state = json.loads(sim.path(STATE_FILE).read_text())
+    assert state == [{**state[0], "path": f"/var/lib/{aside}", "status": "pending"}]
