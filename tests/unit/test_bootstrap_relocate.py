@@ -309,3 +309,26 @@ def test_a_failed_rollback_step_does_not_stop_the_others_and_says_how_to_recover
                               "systemctl start docker")
     state = json.loads(sim.path(STATE_FILE).read_text())
     assert state == [{**state[0], "path": f"/var/lib/{aside}", "status": "pending"}]
+
+
+def test_a_file_rewritten_in_the_same_second_after_the_live_pass_is_copied_again(
+        sim: SimHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a database page rewritten in place: same size, and (on a busy hub) the same second
+    # as the write the live pass copied
+    db = sim.path("/var/lib/docker/volumes/hkdata/_data/jupyterhub.sqlite")
+    db.write_text("page-v1\n")
+    os.utime(db, ns=(1_700_000_000_100_000_000, 1_700_000_000_100_000_000))
+    real = sim._rsync
+
+    def busy_hub(args: list[str]) -> tuple[int, str, str]:
+        res = real(args)
+        if "--delete" not in args and "-n" not in args and "--version" not in args:
+            db.write_text("page-v2\n")
+            os.utime(db, ns=(1_700_000_000_900_000_000, 1_700_000_000_900_000_000))
+        return res
+
+    monkeypatch.setattr(sim, "_rsync", busy_hub)
+    _planned, result = Plan([_step("/srv/docker")]).run(sim, Facts(sim))
+    assert [s.status for s in result.steps] == [CHANGED], result
+    assert sim.path("/srv/docker/volumes/hkdata/_data/jupyterhub.sqlite").read_text() == \
+        "page-v2\n"
