@@ -45,6 +45,19 @@ from hostkit.subsystems.docker_service import (
 log = logging.getLogger("hostkit.bootstrap")
 
 RSYNC_FLAGS = ("-aHAXS", "--numeric-ids", "-x", f"--exclude=/{MARKER}")
+# rsync compares mtimes to the second by default: a file rewritten in place (a database
+# page: same size) in the same second as the write the live pass copied looks unchanged to
+# the delta pass and to the verification. rsync >= 3.1.3 compares nanoseconds with this.
+PRECISE_MTIME = "--modify-window=-1"
+
+
+def mtime_flags(host: LocalHost) -> tuple[list[str], list[str]]:
+    """(flags for every pass, extra flags for the delta pass) that see same-second changes."""
+    res = host.run(["rsync", "--version"], timeout=30)
+    m = re.search(r"version\s+(\d+)\.(\d+)\.(\d+)", res.stdout)
+    if m and tuple(int(x) for x in m.groups()) >= (3, 1, 3):
+        return [PRECISE_MTIME], []
+    return [], ["--checksum"]  # older rsync: read both sides in full, once, while stopped
 
 ProgressFactory = Callable[[str], Callable[[float], None]]
 
@@ -66,6 +79,8 @@ class MovePlan:
     mode: str = "copy"
     adopt: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    rsync_all: list[str] = field(default_factory=list)  # see mtime_flags
+    rsync_delta: list[str] = field(default_factory=list)
 
 
 class Interrupted(HostkitError):
@@ -132,10 +147,10 @@ def _rsync(host: LocalHost, src: str, dst: str, *, extra: Sequence[str], label: 
     return res
 
 
-def verify_copy(host: LocalHost, old: str, new: str) -> None:
+def verify_copy(host: LocalHost, old: str, new: str, extra: Sequence[str] = ()) -> None:
     """A dry-run rsync of the same copy must find nothing left to do."""
-    check = host.run(["rsync", *RSYNC_FLAGS, "--delete", "-n", "-i", f"{old}/", f"{new}/"],
-                     timeout=3600)
+    check = host.run(["rsync", *RSYNC_FLAGS, *extra, "--delete", "-n", "-i", f"{old}/",
+                      f"{new}/"], timeout=3600)
     diffs = [ln for ln in check.stdout.splitlines() if ln.strip()]
     if check.returncode != 0 or diffs:
         raise HostkitError(f"verification found {len(diffs)} differences after the copy "
@@ -306,7 +321,8 @@ def _first_pass(host: LocalHost, plan: MovePlan, progress: ProgressFactory) -> N
         host.write_text(f"{new}/{MARKER}", json.dumps(marker_for(host, old)) + "\n",
                         mode=0o600, backup=False)
     with timed(plan.timings, "live pass (Docker running)"):
-        first = _rsync(host, old, new, extra=[], label="copy 1/2 (Docker running)",
+        plan.rsync_all, plan.rsync_delta = mtime_flags(host)
+        first = _rsync(host, old, new, extra=plan.rsync_all, label="copy 1/2 (Docker running)",
                        progress=progress)
     # 24: files vanished while Docker ran; 23: some files changed mid-read. The delta pass
     # with Docker stopped picks up both.
@@ -319,13 +335,14 @@ def _first_pass(host: LocalHost, plan: MovePlan, progress: ProgressFactory) -> N
 def _delta_and_verify(host: LocalHost, plan: MovePlan, progress: ProgressFactory) -> None:
     old, new = plan.old_root, plan.new_root
     with timed(plan.timings, "delta pass"):
-        second = _rsync(host, old, new, extra=["--delete"], label="copy 2/2 (Docker stopped)",
+        second = _rsync(host, old, new, extra=[*plan.rsync_all, *plan.rsync_delta, "--delete"],
+                        label="copy 2/2 (Docker stopped)",
                         progress=progress)
     if second.returncode != 0:
         raise HostkitError(f"final copy pass failed (rsync exit {second.returncode}): "
                            f"{last_line(second.stderr or second.stdout)}")
     with timed(plan.timings, "verify pass"):
-        verify_copy(host, old, new)
+        verify_copy(host, old, new, plan.rsync_all)
 
 
 def _finish(host: LocalHost, plan: MovePlan, undo: _Undo, downtime: float,

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RSYNC_WRAPPER = r"""#!/bin/sh
 # test hook: hold one rsync pass for a while so a test can act during it
 case " $* " in
-  *" -n "*) ;;
+  *" -n "*|*" --version "*) ;;
   *" --delete "*) [ -e /tmp/slow-delta ] && sleep "$(cat /tmp/slow-delta)" ;;
   *) [ -e /tmp/slow-live ] && sleep "$(cat /tmp/slow-live)" ;;
 esac

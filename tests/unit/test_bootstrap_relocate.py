@@ -156,8 +156,9 @@ def test_relocation_moves_data_keeps_old_root_and_converges(sim: SimHost) -> Non
     assert cfg["dns"] == ["10.0.0.53"]
     # docker.socket is stopped with the service, so no client can wake dockerd mid-copy
     assert ("systemctl", "stop", "docker.socket", "docker.service") in sim.calls
-    rsyncs = [c for c in sim.calls if c[0] == "rsync"]
+    rsyncs = [c for c in sim.calls if c[0] == "rsync" and "--version" not in c]
     assert len(rsyncs) == 3  # live pass, delta pass with --delete, dry-run verification
+    assert all("--modify-window=-1" in c for c in rsyncs)  # mtimes to the nanosecond
     assert "--delete" not in rsyncs[0]
     assert "--delete" in rsyncs[1]
     assert "-n" in rsyncs[2]
@@ -332,3 +333,14 @@ def test_a_file_rewritten_in_the_same_second_after_the_live_pass_is_copied_again
     assert [s.status for s in result.steps] == [CHANGED], result
     assert sim.path("/srv/docker/volumes/hkdata/_data/jupyterhub.sqlite").read_text() == \
         "page-v2\n"
+
+
+def test_an_rsync_without_nanosecond_mtimes_compares_content_in_the_delta_pass(
+        sim: SimHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sim._rsync
+    monkeypatch.setattr(sim, "_rsync", lambda args: (0, "rsync  version 3.1.2  protocol "
+                        "version 31\n", "") if args == ["--version"] else real(args))
+    Plan([_step("/srv/docker")]).run(sim, Facts(sim))
+    delta = next(c for c in sim.calls if c[0] == "rsync" and "--delete" in c and "-n" not in c)
+    assert "--checksum" in delta
+    assert not any("--modify-window=-1" in c for c in sim.calls)
