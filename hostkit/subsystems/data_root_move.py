@@ -301,9 +301,9 @@ def _critical(host: LocalHost, plan: MovePlan, service: DockerService, undo: _Un
     with timed(t, "start"):
         service.start()
         info = service.wait_api(90)
+    downtime = time.monotonic() - t_stop  # from stop until the API answers again
     if os.path.normpath(str(info.get("DockerRootDir"))) != new:
         raise HostkitError(f"Docker came back on {info.get('DockerRootDir')}, not {new}")
-    downtime = time.monotonic() - t_stop
     with timed(t, "inventory after start"):
         after = docker_inventory(host)
     if baseline is not None:
