@@ -93,11 +93,16 @@ def _raise_on_signal(signum: int, _frame: Any) -> None:
 
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
-    """SIGHUP and SIGTERM raise Interrupted in here (main thread only)."""
+    """SIGHUP and SIGTERM raise Interrupted in here (main thread only).
+
+    A signal already ignored stays ignored: under `nohup` an SSH drop must not abort a
+    move the admin asked to survive it.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {s: signal.signal(s, _raise_on_signal) for s in (signal.SIGHUP, signal.SIGTERM)}
+    sigs = [s for s in (signal.SIGHUP, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
+    old = {s: signal.signal(s, _raise_on_signal) for s in sigs}
     try:
         yield
     finally:

@@ -344,3 +344,16 @@ def test_an_rsync_without_nanosecond_mtimes_compares_content_in_the_delta_pass(
     delta = next(c for c in sim.calls if c[0] == "rsync" and "--delete" in c and "-n" not in c)
     assert "--checksum" in delta
     assert not any("--modify-window=-1" in c for c in sim.calls)
+
+
+def test_a_signal_ignored_before_the_move_stays_ignored(sim: SimHost) -> None:
+    from hostkit.subsystems.data_root_move import signals_raise
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with signals_raise():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
