@@ -23,6 +23,7 @@ class BootstrapOptions:
     """Everything the user chose on the command line."""
 
     data_root: Optional[str] = None
+    adopt: bool = False  # run Docker on the existing root at data_root, copying nothing
     # None: keep what daemon.json says (a first run writes a default proven to answer)
     dns: Optional[tuple[str, ...]] = None
     log_max_size: Optional[str] = None
@@ -42,7 +43,8 @@ class BootstrapOptions:
 def bootstrap_steps(options: BootstrapOptions, recorded: dict[str, Any],
                     progress: ProgressFactory = no_progress) -> tuple[list[Step], RelocateStep]:
     """The host steps in order, and the relocation step (its notes are reported at the end)."""
-    relocate = RelocateStep(options.data_root, options.daemon_options(), progress=progress)
+    relocate = RelocateStep(options.data_root, options.daemon_options(), progress=progress,
+                            adopt=options.adopt)
     steps: list[Step] = [DistroStep(options.force), DockerInstallStep(options.docker_source),
                          FirewalldStep(options.port), relocate,
                          DaemonJsonStep(options.daemon_options(), recorded), SiteSettingsStep(recorded)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import re
 import sys
@@ -36,7 +35,9 @@ from hostkit.steps import (
     render_summary,
 )
 from hostkit.subsystems.daemon_json import read_dns, restore_dns
-from hostkit.subsystems.data_root import STATE_FILE
+from hostkit.subsystems.data_root import deletion_blocker
+from hostkit.subsystems.data_root_state import STATE_FILE as STATE_FILE_PATH
+from hostkit.subsystems.data_root_state import load_state, save_state
 from hostkit.subsystems.docker_service import docker_api_info
 from hostkit.subsystems.site_settings import SiteSettingsStep
 
@@ -287,6 +288,9 @@ def bootstrap(
     *,
     data_root: Annotated[Optional[str], typer.Option(
         "--data-root", help="Move Docker's data here (absolute path on a real disk).")] = None,
+    adopt: Annotated[bool, typer.Option(
+        "--adopt", help="--data-root already holds a Docker root: run Docker on it as it is, "
+                        "copying nothing (the current root is left in place).")] = False,
     dns: Annotated[Optional[list[str]], typer.Option(
         "--dns", help="Resolver for containers (repeat for several); each must answer from "
                       "this host. Default: keep daemon.json's, else 8.8.8.8 where it answers, "
@@ -325,6 +329,8 @@ def bootstrap(
                             "e.g. --stack-arg=--package-set=minimal.")] = None,
 ) -> None:
     """Take this server to a running hub: Docker, data-root, daemon.json, firewalld."""
+    if adopt and not data_root:
+        raise UsageError("--adopt needs --data-root DIR (the Docker root to use as it is)")
     if docker_source not in ("distro", "docker"):
         raise UsageError(f"--docker-source {docker_source}: must be 'distro' or 'docker'")
     check_daemon_inputs(dns or [], log_max_size, log_max_file, log_driver)
@@ -333,7 +339,7 @@ def bootstrap(
         raise UsageError("bootstrap changes the system and must run as root",
                          "run it with sudo")
     options = BootstrapOptions(
-        data_root=data_root, dns=tuple(dns) if dns else None, port=port,
+        data_root=data_root, adopt=adopt, dns=tuple(dns) if dns else None, port=port,
         log_max_size=log_max_size, log_max_file=None if log_max_file is None else
         str(log_max_file), log_driver=log_driver, force=force,
         docker_source=docker_source, probe_image=probe_image, probe_host=probe_host)
@@ -427,18 +433,6 @@ def _print_result(res: StepResult) -> None:
     logging.getLogger("hostkit").info("step %s: %s %s", res.name, res.status, res.message)
 
 
-def _load_state(host: LocalHost) -> list[dict[str, str]]:
-    if not host.exists(STATE_FILE):
-        return []
-    try:
-        data = json.loads(host.read_text(STATE_FILE))
-    except json.JSONDecodeError as exc:
-        raise HostkitError(f"{STATE_FILE}: not valid JSON ({exc.msg})",
-                           "remove the old data roots by hand") from exc
-    return [d for d in data if isinstance(d, dict) and "path" in d] if isinstance(data, list) \
-        else []
-
-
 def cleanup(
     *,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
@@ -449,7 +443,7 @@ def cleanup(
     host = LocalHost()
     if not host.is_root():
         raise UsageError("cleanup deletes system data and must run as root", "run it with sudo")
-    entries = _load_state(host)
+    entries = load_state(host)
     present = [e for e in entries if host.exists(e["path"])]
     if not present:
         out.print("nothing to clean up: no old Docker data root is kept")
@@ -457,22 +451,30 @@ def cleanup(
     info = docker_api_info(host)
     current = str(info.get("DockerRootDir", "")) if info else ""
     for e in present:
+        pending = " [interrupted move: left alone]" if e.get("status") == "pending" else ""
         out.print(f"old data root {e['path']} (moved from {e.get('from')} to {e.get('to')} "
-                  f"on {e.get('when')})")
+                  f"on {e.get('when')}){pending}")
     if dry_run:
         return
     if not info:
         raise HostkitError("Docker is not running, so hostkit cannot prove the old roots are "
                            "unused", "start Docker, check your containers, then run cleanup")
-    if not yes and not typer.confirm(f"Delete {len(present)} old data root(s)? This cannot be "
+    # Checked on the paths themselves (device and inode, mounts), never on their names: a
+    # bind mount or a link can make a recorded path Docker's running root.
+    blocked = [why for e in present if (why := deletion_blocker(host, e["path"], current))]
+    if blocked:
+        raise HostkitError(f"not deleting anything: {blocked[0]}",
+                           f"fix or remove that entry in {STATE_FILE_PATH}, then retry")
+    doomed = [e for e in present if e.get("status") != "pending"]
+    if not doomed:
+        out.print("nothing to delete: the only old roots kept are from interrupted moves")
+        return
+    if not yes and not typer.confirm(f"Delete {len(doomed)} old data root(s)? This cannot be "
                                      "undone", default=False):
         raise typer.Exit(1)
     log_path = _start_log(host, "cleanup")
-    for e in present:
-        if current and (current == e["path"] or current.startswith(e["path"] + "/")):
-            raise HostkitError(f"{e['path']} is Docker's current root; not deleting it")
+    for e in doomed:
         host.run(["rm", "-rf", "--one-file-system", "--", e["path"]], timeout=7200, check=True)
         out.print(f"removed {e['path']}")
-    keep = [e for e in entries if host.exists(e["path"])]
-    host.write_text(STATE_FILE, json.dumps(keep, indent=2) + "\n", mode=0o600)
+    save_state(host, [e for e in entries if host.exists(e["path"])])
     out.print(f"[dim]log: {log_path}[/dim]")

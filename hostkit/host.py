@@ -7,9 +7,11 @@ and subclass it to answer commands from a table instead of running them.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
+import selectors
 import shlex
 import shutil
 import subprocess
@@ -19,8 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Optional
-
-import sh
 
 from hostkit.errors import CommandError, HostkitError
 
@@ -83,6 +83,30 @@ class LocalHost:
 
     def stat(self, path: str) -> os.stat_result:
         return self.path(path).stat()
+
+    def identity(self, path: str) -> Optional[tuple[int, int]]:
+        """(st_dev, st_ino) of what path names (symlinks followed), or None if it is absent.
+
+        Two names for one directory (a symlink, a bind mount) have the same identity.
+        """
+        try:
+            st = self.path(path).stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def realpath(self, path: str) -> str:
+        """path with every symlink resolved, as a host path (missing tails are kept)."""
+        real = os.path.realpath(self.path(path))
+        if str(self.root) == "/":
+            return real
+        base = os.path.realpath(self.root)
+        rel = os.path.relpath(real, base)
+        if rel == ".":
+            return "/"
+        if rel.startswith(".."):
+            return os.path.normpath(path)  # a link out of the test root: keep the name
+        return "/" + rel
 
     def listdir(self, path: str) -> list[str]:
         try:
@@ -197,27 +221,50 @@ class LocalHost:
                     out.append(text)
                     on_line(text)
 
-        # `sh` does for long, streaming commands what a Popen loop cannot do simply: the
-        # timeout holds while the command prints nothing, output arrives as it is written.
+        # A pipe read as it fills: rsync's --info=progress2 writes a line per file, and
+        # reading byte by byte (sh with _out_bufsize=0) made a 20,000-file copy 10x slower
+        # than rsync itself (23.6 s against 2.5 s, measured). The deadline holds while the
+        # command prints nothing.
+        deadline = time.monotonic() + timeout
         try:
-            command = sh.Command(argv[0])
-        except sh.CommandNotFound as exc:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=self._full_env(None))
+        except FileNotFoundError as exc:
             raise HostkitError(f"{argv[0]}: command not found", hint) from exc
+        assert proc.stdout is not None  # noqa: S101 - stdout=PIPE above
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
-            proc = command(*argv[1:], _out=chunk, _err_to_out=True, _out_bufsize=0,
-                           _encoding="utf-8", _decode_errors="replace", _return_cmd=True,
-                           _timeout=timeout, _env=self._full_env(None),
-                           _ok_code=tuple(range(256)), _tty_out=False)
-        except sh.TimeoutException as exc:
-            raise HostkitError(f"`{shlex.join(argv)}` did not finish within {timeout:g}s",
-                               hint) from exc
-        except sh.SignalException as exc:
-            raise HostkitError(f"`{shlex.join(argv)}` was killed by signal {-exc.exit_code}",
-                               hint) from exc
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stdout, selectors.EVENT_READ)
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        proc.kill()
+                        proc.wait()
+                        raise HostkitError(
+                            f"`{shlex.join(argv)}` did not finish within {timeout:g}s", hint)
+                    if not sel.select(timeout=min(left, 1.0)):
+                        continue
+                    data = os.read(proc.stdout.fileno(), 65536)
+                    if not data:
+                        break
+                    chunk(decoder.decode(data))
+            chunk(decoder.decode(b"", final=True))
+            rc = proc.wait()
+        except BaseException:
+            # an exception raised by a signal handler while waiting (SIGTERM, Ctrl-C): the
+            # command must not outlive the caller's decision to stop
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        if rc < 0:
+            raise HostkitError(f"`{shlex.join(argv)}` was killed by signal {-rc}", hint)
         if pending[0].strip():
             out.append(pending[0])
             on_line(pending[0])
-        rc = int(proc.exit_code)
         # progress chunks are noise in the log; a password shown once must not be kept there
         lines = ["[a line mentioning a password, not logged]" if "password" in o.lower() else o
                  for o in out if "%" not in o]

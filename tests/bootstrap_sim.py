@@ -40,7 +40,8 @@ class SimHost(ReplayedStreaming):
         super().__init__(root)
         self.calls: list[tuple[str, ...]] = []
         self.binaries = {"docker", "dockerd", "docker-compose", "systemctl", "journalctl",
-                         "rsync", "findmnt", "du", "df", "firewall-cmd", "ip", "service"}
+                         "rsync", "findmnt", "du", "df", "firewall-cmd", "ip", "service",
+                         "apt-get", "dnf"}
         if not firewalld:
             self.binaries.discard("firewall-cmd")
         self.docker_version = docker_version
@@ -53,7 +54,7 @@ class SimHost(ReplayedStreaming):
         self.restarts = 0
         self.driver_status: list[list[str]] = [["Backing Filesystem", "extfs"]]
         self.fstype = "ext4"
-        self.extra_mounts: list[str] = []
+        self.extra_mounts: list[tuple[str, str]] = []  # (target, fstype)
         self.avail = 10**12
         self.dead_resolvers: set[str] = set()  # resolvers that do not answer from this host
         self.unit = ("[Service]\nExecStart=/usr/sbin/dockerd -H fd:// "
@@ -243,7 +244,7 @@ class SimHost(ReplayedStreaming):
     def _findmnt(self, args: list[str]) -> tuple[int, str, str]:
         if "-T" in args:
             return 0, f"{self.fstype} /\n", ""
-        return 0, "".join(f"{m} ext4\n" for m in ["/", *self.extra_mounts]), ""
+        return 0, "".join(f"{m} {t}\n" for m, t in [("/", "ext4"), *self.extra_mounts]), ""
 
     def _du(self, args: list[str]) -> tuple[int, str, str]:
         real = self.path(args[-1])
@@ -252,6 +253,14 @@ class SimHost(ReplayedStreaming):
 
     def _df(self, args: list[str]) -> tuple[int, str, str]:
         return 0, f"Avail\n{self.avail}\n", ""
+
+    def _apt_get(self, args: list[str]) -> tuple[int, str, str]:
+        """Installing a package brings the binary of the same name."""
+        if args[0] == "install":
+            self.binaries.update(a for a in args[1:] if not a.startswith("-"))
+        return 0, "", ""
+
+    _dnf = _apt_get
 
     def _ip(self, args: list[str]) -> tuple[int, str, str]:
         return 0, "1.1.1.1 via 10.0.0.1 dev eth0 src 10.0.0.5\n", ""

@@ -1,42 +1,50 @@
-"""Docker's data root: refuse unsafe targets, copy in two passes, verify, move the old one aside."""
+"""Docker's data root: the step, and every reason to refuse a target before anything stops.
+
+Only an empty directory (lost+found allowed) or a partial copy hostkit itself started
+(its marker file names this very source root) is written into. A directory holding another
+Docker root is refused unless `--adopt` says to use it as it is. Paths are compared as the
+kernel sees them: symlinks resolved, two names for one directory (a bind mount) found by
+device and inode. The copy itself lives in data_root_move.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import re
-import time
+import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Callable, Optional
+from typing import Optional
 
-from hostkit.daemon_config import (
-    DaemonOptions,
-)
+from hostkit.daemon_config import DaemonOptions
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
-from hostkit.host import CommandResult, LocalHost
+from hostkit.host import LocalHost
 from hostkit.steps import Change, StepNotReady
-from hostkit.subsystems.daemon_json import ConfigTransaction, plan_config
-from hostkit.subsystems.docker_service import (
-    DEFAULT_DOCKER_ROOT,
-    DockerService,
-    Inventory,
-    docker_api_info,
-    docker_inventory,
+from hostkit.subsystems.data_root_move import (
+    MovePlan,
+    ProgressFactory,
+    inside,
+    no_progress,
+    relocate_data_root,
+    rewrite_volume_sources,
 )
+from hostkit.subsystems.data_root_state import STATE_FILE, marker_matches, read_marker, root_inventory
+from hostkit.subsystems.docker_service import DEFAULT_DOCKER_ROOT, docker_api_info
 
-log = logging.getLogger("hostkit.bootstrap")
+__all__ = ["STATE_FILE", "ProgressFactory", "RelocateStep", "deletion_blocker", "no_progress",
+           "rewrite_volume_sources"]
 
-STATE_FILE = "/var/lib/hostkit/old-data-roots.json"
-RSYNC_FLAGS = ("-aHAXS", "--numeric-ids", "-x")
-# Runtime mounts dockerd itself makes under its root while containers run; they are
-# recreated on start and must not stop a relocation.
-_RUNTIME_MOUNT = re.compile(
-    r"/(overlay2|aufs|fuse-overlayfs)/[^/]+/merged$|/containers/[^/]+/mounts/|/netns/|"
-    r"/plugins/[^/]+/propagated-mount$|/overlay2$|/btrfs$|/zfs/graph/")
+# Names only a Docker root has at its top level ("volumes" alone could be anyone's backup).
+_DOCKER_ROOT_MARKS = {"overlay2", "image", "containers", "aufs", "btrfs", "zfs", "vfs",
+                      "fuse-overlayfs", "swarm", "buildkit", "network", "runtimes", "trust"}
+# Mounts dockerd makes under its root while containers run. They hold no data of their own
+# (overlay `merged` views of layers on the root's disk, shm, namespaces) and go away on stop.
+_RUNTIME_FSTYPES = {"overlay", "fuse.fuse-overlayfs", "nsfs", "proc"}
+# The tools a move runs, and the package that brings each (same name on both families).
+_TOOLS = {"rsync": "rsync", "findmnt": "", "du": "", "df": ""}
+_SELINUX_TOOLS = {"semanage": "policycoreutils-python-utils", "restorecon": "policycoreutils"}
 
 
 @dataclass(frozen=True)
@@ -47,9 +55,8 @@ class Preflight:
     new_root: str
     used_bytes: int
     avail_bytes: int
-    target_has_data: bool
+    resume: bool
     old_is_mountpoint: bool
-    selinux: str
 
 
 def _mounts(host: LocalHost) -> list[tuple[str, str]]:
@@ -76,43 +83,91 @@ def _bytes(host: LocalHost, argv: list[str]) -> int:
     return int(nums[-1]) if nums else 0
 
 
-_DOCKER_ROOT_ENTRIES = {"overlay2", "image", "containers", "volumes", "network", "buildkit",
-                        "plugins", "swarm", "tmp", "runtimes", "trust", "aufs", "btrfs",
-                        "vfs", "zfs", "fuse-overlayfs", "containerd"}
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
 
 
-def _inside(child: str, parent: str) -> bool:
-    return child == parent or child.startswith(parent.rstrip("/") + "/")
+def _lineage(host: LocalHost, path: str) -> set[tuple[int, int]]:
+    """(dev, ino) of path (or its deepest existing ancestor) and of every ancestor."""
+    ids = set()
+    p = PurePosixPath(path)
+    for candidate in [p, *p.parents]:
+        ident = host.identity(str(candidate))
+        if ident:
+            ids.add(ident)
+    return ids
 
 
-def relocation_preflight(host: LocalHost, facts: Facts, target: str,
-                         old_root: str) -> Preflight:
-    """Every reason to refuse a relocation, found before anything stops. UsageError each."""
-    p = PurePosixPath(target)
-    if not p.is_absolute():
-        raise UsageError(f"--data-root {target}: not an absolute path",
-                         f"give the full path, e.g. /srv/{p}")
-    new_root = os.path.normpath(target)
-    parent = str(PurePosixPath(new_root).parent)
-    if not host.path(parent).is_dir():
-        raise UsageError(f"--data-root {target}: parent directory {parent} does not exist",
-                         f"create it (e.g. mount the new disk on {parent}) first")
-    if _inside(new_root, old_root):
-        raise UsageError(f"--data-root {target}: is inside the current Docker root {old_root}",
-                         "choose a directory outside it, e.g. on another disk")
-    if _inside(old_root, new_root):
-        raise UsageError(f"--data-root {target}: contains the current Docker root {old_root}",
-                         "choose a dedicated directory, e.g. /srv/docker")
-    entries = host.listdir(new_root) if host.path(new_root).is_dir() else []
-    if host.path(new_root).exists() and not host.path(new_root).is_dir():
+def _within(host: LocalHost, child: str, parent: str) -> bool:
+    """child is parent or below it, by name or by device and inode (bind mounts, links)."""
+    ident = host.identity(parent)
+    return inside(child, parent) or (ident is not None and ident in _lineage(host, child))
+
+
+def foreign_submounts(host: LocalHost, old: str, mounts: list[tuple[str, str]]) -> list[str]:
+    """Mounts under the old root whose data `rsync -x` would silently skip.
+
+    Decided by device, not by name: a mount on the root's own device (a bind mount from the
+    same disk) is copied like any directory; one on another device is refused unless it is
+    one dockerd makes while containers run.
+    """
+    root_dev = (host.identity(old) or (-1, -1))[0]
+    found = []
+    for target, fstype in mounts:
+        if target == old or not inside(target, old):
+            continue
+        if fstype in _RUNTIME_FSTYPES or (fstype == "tmpfs" and inside(target, f"{old}/containers")):
+            continue
+        ident = host.identity(target)
+        if ident is not None and ident[0] == root_dev:
+            continue
+        found.append(f"{target} ({fstype})")
+    return found
+
+
+def deletion_blocker(host: LocalHost, path: str, current_root: str) -> Optional[str]:
+    """Why `rm -rf path` must not run: it is, contains, or has mounted inside Docker's root."""
+    ident = host.identity(path)
+    if ident is None:
+        return None
+    if current_root and ident in _lineage(host, current_root):
+        return f"{path} is (or contains) Docker's current root {current_root}"
+    real = host.realpath(path)
+    if current_root and inside(host.realpath(current_root), real):
+        return f"{path} contains Docker's current root {current_root}"
+    mounted = [m for m, _ in _mounts(host) if inside(m, path) or inside(m, real)]
+    if mounted:
+        return f"{mounted[0]} is a mount point inside {path}"
+    return None
+
+
+def _refuse_target_contents(host: LocalHost, target: str, new: str, old: str) -> bool:
+    """Refuse a target that holds data; True when it is our own partial copy to resume."""
+    if host.path(new).exists() and not host.path(new).is_dir():
         raise UsageError(f"--data-root {target}: exists and is not a directory",
                          "choose another path")
-    foreign = [e for e in entries if e not in _DOCKER_ROOT_ENTRIES and e != "lost+found"]
-    if foreign:
-        raise UsageError(
-            f"--data-root {target}: not empty and not a Docker root "
-            f"(holds {', '.join(foreign[:3])}{'...' if len(foreign) > 3 else ''})",
-            "choose an empty directory; hostkit never mixes Docker's data with other files")
+    entries = [e for e in host.listdir(new) if e != "lost+found"]
+    if not entries:
+        return False
+    marker = read_marker(host, new)
+    if marker is not None:
+        if marker_matches(host, marker, old):
+            return True
+        raise UsageError(f"--data-root {target}: holds an unfinished copy of another root "
+                         f"({marker.get('source', 'unknown')})",
+                         f"if that copy is no longer wanted, delete {new} yourself; "
+                         "or choose an empty directory")
+    if _DOCKER_ROOT_MARKS & set(entries):
+        raise UsageError(f"--data-root {target}: holds another Docker root "
+                         f"({', '.join(sorted(_DOCKER_ROOT_MARKS & set(entries)))})",
+                         "to run Docker on it as it is, add --adopt; otherwise choose an "
+                         "empty directory (hostkit never overwrites data)")
+    raise UsageError(f"--data-root {target}: not empty (holds {', '.join(entries[:3])}"
+                     f"{'...' if len(entries) > 3 else ''})",
+                     "choose an empty directory; hostkit never writes into one that holds data")
+
+
+def _check_filesystem(host: LocalHost, target: str, parent: str) -> str:
     fstype, mnt = _fs_of(host, parent)
     if fstype in ("overlay", "aufs", "fuse.fuse-overlayfs"):
         raise UsageError(f"--data-root {target}: on an {fstype} filesystem, where overlay2 "
@@ -123,33 +178,55 @@ def relocation_preflight(host: LocalHost, facts: Facts, target: str,
             raise UsageError(f"--data-root {target}: xfs on {mnt} has ftype=0 (no d_type); "
                              "overlay2 refuses it", "use a filesystem made with "
                              "`mkfs.xfs -n ftype=1`, or ext4")
+    return mnt
+
+
+def relocation_preflight(host: LocalHost, target: str, new: str, old: str) -> Preflight:
+    """Every reason to refuse a copy, found before anything stops. UsageError each."""
+    parent = str(PurePosixPath(new).parent)
+    if not host.path(parent).is_dir():
+        raise UsageError(f"--data-root {target}: parent directory {parent} does not exist",
+                         f"create it (e.g. mount the new disk on {parent}) first")
+    if _within(host, new, old):
+        raise UsageError(f"--data-root {target}: is inside the current Docker root {old}",
+                         "choose a directory outside it, e.g. on another disk")
+    if host.exists(new) and _within(host, old, new):
+        raise UsageError(f"--data-root {target}: contains the current Docker root {old}",
+                         "choose a dedicated directory, e.g. /srv/docker")
+    resume = _refuse_target_contents(host, target, new, old)
+    mnt = _check_filesystem(host, target, parent)
     mounts = _mounts(host)
-    subs = [m for m, _ in mounts if _inside(m, old_root) and m != old_root
-            and not _RUNTIME_MOUNT.search(m[len(old_root):])]
+    subs = foreign_submounts(host, old, mounts)
     if subs:
-        raise UsageError(f"{subs[0]} is a separate mount under {old_root}; a copy with -x "
-                         "would silently skip it",
+        raise UsageError(f"{subs[0]} is a separate filesystem under {old}; a copy with -x "
+                         "would silently skip its data",
                          "move that mount's data yourself, or unmount it, then retry")
-    used = _bytes(host, ["du", "-sx", "-B1", old_root])
-    already = _bytes(host, ["du", "-sx", "-B1", new_root]) if entries else 0
+    used = _bytes(host, ["du", "-sx", "-B1", old])
+    already = _bytes(host, ["du", "-sx", "-B1", new]) if resume else 0
     avail = _bytes(host, ["df", "-B1", "--output=avail", parent])
     need = int(max(0, used - already) * 1.1)
     if avail < need:
         raise UsageError(f"--data-root {target}: {_gb(avail)} free on {mnt}, need {_gb(need)} "
-                         f"({_gb(used)} used by {old_root} + 10%)",
+                         f"({_gb(used)} used by {old} + 10%)",
                          "free space there or pick a larger filesystem")
-    selinux = facts.selinux()
-    if selinux in ("enforcing", "permissive") and not host.which("semanage"):
-        raise UsageError(f"SELinux is {selinux} but semanage is missing: the new root could "
-                         "not get Docker's labels",
-                         "install policycoreutils-python-utils (dnf install -y "
-                         "policycoreutils-python-utils)")
-    old_is_mount = any(m == old_root for m, _ in mounts)
-    return Preflight(old_root, new_root, used, avail, bool(entries), old_is_mount, selinux)
+    old_is_mount = any(m == old for m, _ in mounts)
+    return Preflight(old, new, used, avail, resume, old_is_mount)
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+def _adopt_summary(host: LocalHost, target: str, new: str) -> str:
+    if not host.path(new).is_dir():
+        raise UsageError(f"--adopt {target}: no such directory", "drop --adopt to copy there")
+    if read_marker(host, new) is not None:
+        raise UsageError(f"--adopt {target}: is an unfinished copy, not a Docker root",
+                         "drop --adopt: bootstrap then finishes the copy")
+    if not _DOCKER_ROOT_MARKS & set(host.listdir(new)):
+        raise UsageError(f"--adopt {target}: holds no Docker root",
+                         "drop --adopt to move the current root there")
+    _check_filesystem(host, target, str(PurePosixPath(new).parent))
+    inv = root_inventory(host, new)
+    size = _bytes(host, ["du", "-sx", "-B1", new])
+    return (f"{len(inv.images)} images, {len(inv.containers)} containers, "
+            f"{len(inv.volumes)} volumes, {_gb(size)}")
 
 
 def configured_root(host: LocalHost) -> str:
@@ -161,11 +238,30 @@ def configured_root(host: LocalHost) -> str:
     return str(info.get("DockerRootDir") or DEFAULT_DOCKER_ROOT)
 
 
-ProgressFactory = Callable[[str], Callable[[float], None]]
+def _install_commands(facts: Facts, packages: list[str]) -> Optional[list[list[str]]]:
+    d = facts.distro()
+    if d.family == "debian":
+        return [["apt-get", "update"],
+                ["apt-get", "install", "-y", "--no-install-recommends", *packages]]
+    if d.family == "rhel" and d.package_manager in ("dnf", "yum"):
+        return [[d.package_manager, "install", "-y", *packages]]
+    return None
 
 
-def no_progress(_: str) -> Callable[[float], None]:
-    return lambda _pct: None
+def _tools_plan(host: LocalHost, facts: Facts) -> tuple[list[str], list[list[str]]]:
+    """Packages and commands installing the tools a move needs; UsageError for the rest."""
+    tools = dict(_TOOLS)
+    if facts.selinux() in ("enforcing", "permissive"):
+        tools.update(_SELINUX_TOOLS)
+    missing = [t for t in tools if not host.which(t)]
+    packages = sorted({tools[t] for t in missing if tools[t]})
+    cmds = _install_commands(facts, packages) if packages else []
+    unfixable = [t for t in missing if not tools[t] or cmds is None]
+    if unfixable:
+        raise UsageError(f"moving the data root needs {', '.join(unfixable)}, which is missing",
+                         "install it (findmnt: util-linux; du, df: coreutils; rsync; "
+                         "semanage: policycoreutils-python-utils), then retry")
+    return packages, cmds or []
 
 
 class RelocateStep:
@@ -175,12 +271,15 @@ class RelocateStep:
     title = "Docker data root"
 
     def __init__(self, target: Optional[str], options: DaemonOptions,
-                 progress: ProgressFactory = no_progress) -> None:
+                 progress: ProgressFactory = no_progress, *, adopt: bool = False) -> None:
         self.target = target
         self.options = options
         self.progress = progress
-        self.preflight: Optional[Preflight] = None
+        self.adopt = adopt
+        self.move: Optional[MovePlan] = None
+        self.install: list[list[str]] = []
         self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
 
     def check(self, host: LocalHost, facts: Facts) -> list[Change]:
         if not self.target:
@@ -192,26 +291,62 @@ class RelocateStep:
                              f"give the full path, e.g. /srv/{self.target}")
         old = configured_root(host)
         target = os.path.normpath(self.target)
+        # dockerd reports its root with symlinks resolved; so is the target compared
+        new = host.realpath(target)
         self.title = f"Docker data root at {target}"
-        if old == target:
+        if new == old:
             return []
-        pre = relocation_preflight(host, facts, target, old)
-        self.preflight = pre
+        packages, self.install = _tools_plan(host, facts)
+        changes = [Change(f"install {', '.join(packages)} (the data-root move needs it)",
+                          "\n".join("$ " + shlex.join(c) for c in self.install))
+                   ] if packages else []
+        same = host.identity(new)
+        if same is not None and same == host.identity(old):
+            self.move = MovePlan(old, new, mode="switch")
+            diff = (f"- data-root: {old}\n+ data-root: {new}\n"
+                    f"  {old} and {new} are the same directory (a bind mount): nothing is "
+                    "copied, nothing moved aside")
+            return [*changes, Change(f"point Docker at {new}, the directory it already uses "
+                                     f"as {old}", diff, disruptive=True, downtime_s=15.0)]
+        if self.adopt:
+            what = _adopt_summary(host, target, new)
+            self.move = MovePlan(old, new, mode="switch", adopt=True)
+            diff = (f"- data-root: {old}\n+ data-root: {new}\n"
+                    f"  adopted as it is, nothing copied: {what}\n"
+                    f"  {old} stays where it is, untouched, and is NOT recorded for "
+                    "`hostkit cleanup` (it is still your data)")
+            return [*changes, Change(f"run Docker on the existing root {new} ({what})", diff,
+                                     disruptive=True, downtime_s=15.0)]
+        pre = relocation_preflight(host, target, new, old)
+        self.move = MovePlan(old, new, selinux=facts.selinux(),
+                             old_is_mountpoint=pre.old_is_mountpoint)
         downtime = 15.0 + pre.used_bytes / 400e6 * 0.1  # stop/start + a small delta pass
-        diff = (f"- data-root: {old}\n+ data-root: {target}\n"
-                f"  first copy while Docker runs; Docker stopped only for the final delta pass;\n"
-                f"  {old} is kept as {old}.hostkit-old-<time> until `hostkit cleanup`")
+        diff = (f"- data-root: {old}\n+ data-root: {new}\n"
+                + ("  resuming hostkit's own unfinished copy there\n" if pre.resume else "")
+                + "  first copy while Docker runs; Docker stopped only for the final delta pass;\n"
+                + (f"  {old} is a mount point: it is left in place with its data"
+                   if pre.old_is_mountpoint else
+                   f"  {old} is kept as {old}.hostkit-old-<time> until `hostkit cleanup`"))
         if _uses_containerd_store(host):
             diff += ("\n  note: this Docker keeps images in containerd's store "
                      "(/var/lib/containerd), which data-root does not move (moby#50517)")
-        return [Change(f"move Docker's data from {old} to {target} ({_gb(pre.used_bytes)})",
-                       diff, disruptive=True, downtime_s=downtime)]
+        return [*changes, Change(f"move Docker's data from {old} to {new} ({_gb(pre.used_bytes)})",
+                                 diff, disruptive=True, downtime_s=downtime)]
 
     def apply(self, host: LocalHost, facts: Facts, changes: Sequence[Change]) -> None:
-        pre = self.preflight
-        assert pre is not None  # noqa: S101 - check() always runs first and sets it
-        relocate_data_root(host, facts, pre, options=self.options, progress=self.progress,
+        move = self.move
+        assert move is not None  # noqa: S101 - check() always runs first and sets it
+        for cmd in self.install:
+            host.run(cmd, timeout=1800, check=True, env={"DEBIAN_FRONTEND": "noninteractive"},
+                     hint="install it by hand, then run bootstrap again")
+        if self.install and _tools_plan(host, facts)[0]:
+            raise HostkitError("the tools for the data-root move are still missing after "
+                               "installing them", "install rsync by hand, then retry")
+        move.timings = self.timings
+        relocate_data_root(host, facts, move, options=self.options, progress=self.progress,
                            notes=self.notes)
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
+        self.notes.append(f"data-root phases: {phases}")
 
 
 def _uses_containerd_store(host: LocalHost) -> bool:
@@ -219,213 +354,3 @@ def _uses_containerd_store(host: LocalHost) -> bool:
     status = info.get("DriverStatus") or []
     return any(isinstance(pair, list) and "io.containerd.snapshotter" in " ".join(map(str, pair))
                for pair in status)
-
-
-def _rsync(host: LocalHost, src: str, dst: str, *, extra: Sequence[str], label: str,
-           progress: ProgressFactory) -> CommandResult:
-    update = progress(label)
-    argv = ["rsync", *RSYNC_FLAGS, *extra, "--info=progress2", "--no-inc-recursive",
-            f"{src.rstrip('/')}/", f"{dst.rstrip('/')}/"]
-
-    def on_line(line: str) -> None:
-        m = re.search(r"(\d+)%", line)
-        if m:
-            update(float(m.group(1)))
-
-    res = host.run_streaming(argv, on_line)
-    update(100.0)
-    return res
-
-
-def _record_old_root(host: LocalHost, entry: dict[str, str]) -> None:
-    data: list[dict[str, str]] = []
-    if host.exists(STATE_FILE):
-        try:
-            loaded = json.loads(host.read_text(STATE_FILE))
-            data = loaded if isinstance(loaded, list) else []
-        except json.JSONDecodeError:
-            data = []
-    data.append(entry)
-    host.makedirs(str(PurePosixPath(STATE_FILE).parent))
-    host.write_text(STATE_FILE, json.dumps(data, indent=2) + "\n", mode=0o600)
-
-
-def relocate_data_root(host: LocalHost, facts: Facts, pre: Preflight, *,
-                       options: DaemonOptions, progress: ProgressFactory = no_progress,
-                       notes: Optional[list[str]] = None) -> None:
-    """The relocation itself; on any failure Docker runs on the old root again."""
-    notes = notes if notes is not None else []
-    service = DockerService(host, facts)
-    old, new = pre.old_root, pre.new_root
-    if not host.path(new).exists():
-        mode = host.stat(old).st_mode & 0o7777
-        host.makedirs(new, mode=mode)
-        host.chmod(new, mode)  # makedirs honours umask; Docker's root is 0710
-    before = docker_inventory(host)
-    log.info("inventory before: %d images, %d containers, %d volumes", len(before.images),
-             len(before.containers), len(before.volumes))
-
-    first = _rsync(host, old, new, extra=[], label="copy 1/2 (Docker running)",
-                   progress=progress)
-    # 24: files vanished while Docker ran; 23: some files changed mid-read. The delta pass
-    # with Docker stopped picks up both.
-    if first.returncode not in (0, 23, 24):
-        raise HostkitError(f"first copy pass failed (rsync exit {first.returncode}): "
-                           f"{_last(first.stderr or first.stdout)}",
-                           "nothing was stopped; see the log")
-
-    cfg = plan_config(host, facts, replace(options, data_root=new))
-    txn = ConfigTransaction(host, facts, cfg)
-    moved_aside: Optional[str] = None
-    t_stop = time.monotonic()
-    service.stop()
-    log.info("docker stopped")
-    try:
-        second = _rsync(host, old, new, extra=["--delete"],
-                        label="copy 2/2 (Docker stopped)", progress=progress)
-        if second.returncode != 0:
-            raise HostkitError(f"final copy pass failed (rsync exit {second.returncode}): "
-                               f"{_last(second.stderr or second.stdout)}")
-        _verify_copy(host, old, new)
-        rewritten = rewrite_volume_sources(host, old, new)
-        if rewritten:
-            log.info("pointed %d container volume mounts at the new root", rewritten)
-        if pre.selinux in ("enforcing", "permissive"):
-            _label_selinux(host, new)
-        txn.write()
-        if not pre.old_is_mountpoint:
-            moved_aside = f"{old}.hostkit-old-{time.strftime('%Y%m%d-%H%M%S')}"
-            # Moved, not copied or deleted: Docker provably no longer uses it, and it stays
-            # whole until `hostkit cleanup`.
-            host.rename(old, moved_aside)
-        service.start()
-        info = service.wait_api(90)
-        if os.path.normpath(str(info.get("DockerRootDir"))) != new:
-            raise HostkitError(f"Docker came back on {info.get('DockerRootDir')}, not {new}")
-        _compare_inventory(before, docker_inventory(host))
-    except BaseException as exc:
-        _rollback(host, service, txn, old=old, moved_aside=moved_aside)
-        if isinstance(exc, HostkitError):
-            raise HostkitError(f"{exc.message}; rolled back: Docker runs on {old} again "
-                               f"(the partial copy in {new} was left for inspection)",
-                               exc.hint or f"see {service.journal_hint()}") from exc
-        raise
-    _report_moved(host, pre, moved_aside, time.monotonic() - t_stop, notes)
-    _wait_restarted(host, before, notes)
-
-
-def _report_moved(host: LocalHost, pre: Preflight, moved_aside: Optional[str], downtime: float,
-                  notes: list[str]) -> None:
-    log.info("docker API back after %.1fs of downtime", downtime)
-    notes.append(f"Docker was down {downtime:.1f}s for the data-root move")
-    if moved_aside:
-        _record_old_root(host, {"path": moved_aside, "from": pre.old_root, "to": pre.new_root,
-                                "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        notes.append(f"the old root is kept as {moved_aside}; `hostkit cleanup` removes it")
-    else:
-        notes.append(f"{pre.old_root} is a mount point and was left in place; remove its "
-                     "contents yourself once you are happy")
-
-
-def rewrite_volume_sources(host: LocalHost, old: str, new: str) -> int:
-    """Point containers' recorded volume paths at the new root; returns how many changed.
-
-    dockerd 20.10 keeps each volume mount's absolute Source in containers/*/config.v2.json
-    and uses it on start: after a move, a restart=always container fails with "error
-    evaluating symlinks from mount source /var/lib/docker/volumes/...", or, when the old
-    root is left in place as the seed's recipe does, silently writes to the OLD copy.
-    Only the copy is edited; the old root keeps the original files.
-    """
-    changed = 0
-    for cfg in host.glob(f"{new}/containers", "*/config.v2.json"):
-        try:
-            data = json.loads(host.read_text(cfg))
-        except json.JSONDecodeError:
-            continue  # not ours to judge; dockerd reports it for that container
-        mounts = data.get("MountPoints") if isinstance(data, dict) else None
-        if not isinstance(mounts, dict):
-            continue
-        touched = False
-        for mp in mounts.values():
-            src = mp.get("Source") if isinstance(mp, dict) else None
-            if isinstance(src, str) and _inside(src, old) and mp.get("Type", "volume") == "volume":
-                mp["Source"] = new + src[len(old):]
-                touched = True
-                changed += 1
-        if touched:
-            mode = host.stat(cfg).st_mode & 0o777
-            host.write_text(cfg, json.dumps(data, separators=(",", ":")), mode=mode,
-                            backup=False)
-    return changed
-
-
-def _verify_copy(host: LocalHost, old: str, new: str) -> None:
-    """A dry-run rsync of the same copy must find nothing left to do."""
-    check = host.run(["rsync", *RSYNC_FLAGS, "--delete", "-n", "-i", f"{old}/", f"{new}/"],
-                     timeout=3600)
-    diffs = [ln for ln in check.stdout.splitlines() if ln.strip()]
-    if check.returncode != 0 or diffs:
-        raise HostkitError(f"verification found {len(diffs)} differences after the copy "
-                           f"(first: {diffs[0] if diffs else _last(check.stderr)})")
-
-
-def _compare_inventory(before: Inventory, after: Inventory) -> None:
-    lost = {"images": before.images - after.images,
-            "containers": before.containers - after.containers,
-            "volumes": before.volumes - after.volumes}
-    if any(lost.values()):
-        raise HostkitError("Docker on the new root is missing " + ", ".join(
-            f"{len(v)} {k} ({', '.join(sorted(x[:12] for x in v)[:3])})"
-            for k, v in lost.items() if v))
-
-
-def _wait_restarted(host: LocalHost, before: Inventory, notes: list[str]) -> None:
-    """restart=always containers come back by themselves; say so if one does not."""
-    deadline = time.monotonic() + 30
-    while True:
-        now = docker_inventory(host)
-        missing = before.running_restart - now.running_restart
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    if missing:
-        notes.append(f"{len(missing)} restart=always containers are not running again yet: "
-                     + ", ".join(sorted(m[:12] for m in missing)))
-
-
-def _label_selinux(host: LocalHost, new: str) -> None:
-    listing = host.run(["semanage", "fcontext", "-l", "-C"], timeout=120)
-    if not re.search(rf"^{re.escape(new)}\s*=\s*{re.escape(DEFAULT_DOCKER_ROOT)}\s*$",
-                     listing.stdout, re.M):
-        host.run(["semanage", "fcontext", "-a", "-e", DEFAULT_DOCKER_ROOT, new], timeout=300,
-                 check=True)
-    host.run(["restorecon", "-R", new], timeout=3600, check=True)
-
-
-def _rollback(host: LocalHost, service: DockerService, txn: ConfigTransaction, *,
-              old: str, moved_aside: Optional[str]) -> None:
-    log.warning("rolling back the data-root move")
-    try:
-        service.stop()
-    except HostkitError as exc:
-        log.warning("stop during rollback: %s", exc.message)
-    txn.undo()
-    if moved_aside and host.exists(moved_aside) and not host.exists(old):
-        host.rename(moved_aside, old)
-    elif moved_aside and host.exists(moved_aside):
-        # something created the old path meanwhile: keep both, put ours back first
-        host.rename(old, f"{old}.hostkit-empty-{int(time.time())}")
-        host.rename(moved_aside, old)
-    service.start()
-    service.wait_api(90)
-    log.warning("rolled back: Docker runs on %s", old)
-
-
-def _last(text: str) -> str:
-    """The line that says why: rsync's own error lines win over its progress output."""
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("rsync") or "error" in ln.lower()]
-    pick = errors or lines
-    return pick[-1][:300] if pick else "no output"
-
-

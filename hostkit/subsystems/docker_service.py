@@ -145,7 +145,8 @@ class DockerService:
             if time.monotonic() > deadline:
                 raise HostkitError(f"the Docker API did not answer within {timeout:g}s",
                                    f"see {self.journal_hint()}")
-            time.sleep(1)
+            # every second of polling granularity is a second of downtime after a restart
+            time.sleep(0.25)
 
     def journal_hint(self) -> str:
         return "`journalctl -u docker -n 50`" if self.init == "systemd" else "/var/log/docker.log"
