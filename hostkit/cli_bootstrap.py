@@ -8,7 +8,8 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from hostkit.bootstrap import BootstrapOptions, bootstrap_steps
+from hostkit.cli_options import DockerSource, LogDriver
 from hostkit.daemon_config import ROTATING_DRIVERS
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
@@ -286,54 +288,63 @@ class StackOptions:
 
 def bootstrap(
     *,
-    data_root: Annotated[Optional[str], typer.Option(
-        "--data-root", help="Move Docker's data here (absolute path on a real disk).")] = None,
-    adopt: Annotated[bool, typer.Option(
-        "--adopt", help="--data-root already holds a Docker root: run Docker on it as it is, "
-                        "copying nothing (the current root is left in place).")] = False,
-    dns: Annotated[Optional[list[str]], typer.Option(
-        "--dns", help="Resolver for containers (repeat for several); each must answer from "
-                      "this host. Default: keep daemon.json's, else 8.8.8.8 where it answers, "
-                      "else this host's resolvers.")] = None,
-    port: Annotated[int, typer.Option(
-        "--port", help="Public HTTPS port to open in firewalld.")] = DEFAULTS.public_port,
-    log_max_size: Annotated[Optional[str], typer.Option(
-        help="Container log rotation: size per file (default: keep, else 10m).")] = None,
-    log_max_file: Annotated[Optional[int], typer.Option(
-        help="Container log rotation: files kept (default: keep, else 5).")] = None,
-    log_driver: Annotated[Optional[str], typer.Option(
-        help="Switch containers' log driver to json-file or local (default: keep the one "
-             "daemon.json names).")] = None,
-    docker_source: Annotated[str, typer.Option(
-        help="Where Docker comes from on Debian/Ubuntu: 'distro' or 'docker'.")] = "distro",
-    probe_image: Annotated[Optional[str], typer.Option(
-        help="Local image for the container DNS/egress probe (default: any local one).")] = None,
-    probe_host: Annotated[str, typer.Option(
-        help="Name a container must resolve and reach over HTTP.")] = "deb.debian.org",
-    yes: Annotated[bool, typer.Option(
-        "--yes", "-y", help="Do not ask before stopping Docker.")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the plan; change nothing.")] = False,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Try on an unsupported distro.")] = False,
-    stack: Annotated[bool, typer.Option(
-        "--stack/--no-stack", help="Deploy the hub (hostkit stack up) and run the doctor.")
-    ] = True,
-    stack_dir: Annotated[str, typer.Option(help="Deploy directory of the stack.")
-                         ] = DEFAULTS.deploy_dir,
-    hostname: Annotated[Optional[str], typer.Option(
-        help="Host name for the certificate and URL.")] = None,
-    admin: Annotated[Optional[str], typer.Option(help="The hub's admin user name.")] = None,
-    stack_arg: Annotated[Optional[list[str]], typer.Option(
-        "--stack-arg", help="Extra argument for `hostkit stack up` (repeat), "
-                            "e.g. --stack-arg=--package-set=minimal.")] = None,
+    data_root: Optional[str] = typer.Option(
+        None, "--data-root", metavar="DIR",
+        help="Move Docker's data here (absolute path on a real disk)."),
+    adopt: bool = typer.Option(
+        False, "--adopt",
+        help="--data-root already holds a Docker root: run Docker on it as it is, copying "
+             "nothing (the current root is left in place)."),
+    dns: Optional[List[str]] = typer.Option(
+        None, "--dns", metavar="IP",
+        help="Resolver for containers (repeat for several); each must answer from this host. "
+             f"Default: keep daemon.json's, else {', '.join(DEFAULTS.dns)} where it answers, "
+             "else this host's resolvers."),
+    port: int = typer.Option(
+        DEFAULTS.public_port, "--port", metavar="PORT",
+        help="Public HTTPS port to open in firewalld."),
+    log_max_size: Optional[str] = typer.Option(
+        None, "--log-max-size", metavar="SIZE",
+        help=f"Container log rotation: size per file, e.g. 10m (default: keep, else "
+             f"{DEFAULTS.log_max_size})."),
+    log_max_file: Optional[int] = typer.Option(
+        None, "--log-max-file", metavar="COUNT",
+        help=f"Container log rotation: files kept (default: keep, else "
+             f"{DEFAULTS.log_max_file})."),
+    log_driver: Optional[LogDriver] = typer.Option(
+        None, "--log-driver",
+        help="Switch containers' log driver (default: keep the one daemon.json names)."),
+    docker_source: DockerSource = typer.Option(
+        DockerSource.distro, "--docker-source",
+        help="Where Docker comes from on Debian/Ubuntu: the distro's packages or Docker's."),
+    probe_image: Optional[str] = typer.Option(
+        None, "--probe-image", metavar="IMAGE",
+        help="Local image for the container DNS/egress probe (default: one of hostkit's, "
+             "made here if need be)."),
+    probe_host: str = typer.Option(
+        "deb.debian.org", "--probe-host", metavar="HOST",
+        help="Name a container must resolve and reach over HTTP."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before stopping Docker."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
+    force: bool = typer.Option(False, "--force", help="Try on an unsupported distro."),
+    stack: bool = typer.Option(
+        True, "--stack/--no-stack", help="Deploy the hub (hostkit stack up) and run the doctor."),
+    deploy_dir: Path = typer.Option(
+        Path(DEFAULTS.deploy_dir), "--deploy-dir", metavar="DIR", file_okay=False,
+        help="Deploy directory of the stack (setting deploy_dir)."),
+    hostname: Optional[str] = typer.Option(
+        None, "--hostname", metavar="NAME", help="Host name clients use (certificate and URL)."),
+    admin: Optional[str] = typer.Option(
+        None, "--admin", metavar="NAME", help="The hub's admin user name."),
+    stack_arg: Optional[List[str]] = typer.Option(
+        None, "--stack-arg", metavar="ARG",
+        help="Extra argument for `hostkit stack up` (repeat), e.g. --stack-arg=--package-set=slim."),
 ) -> None:
     """Take this server to a running hub: Docker, data-root, daemon.json, firewalld."""
     if adopt and not data_root:
         raise UsageError("--adopt needs --data-root DIR (the Docker root to use as it is)")
-    if docker_source not in ("distro", "docker"):
-        raise UsageError(f"--docker-source {docker_source}: must be 'distro' or 'docker'")
-    check_daemon_inputs(dns or [], log_max_size, log_max_file, log_driver)
+    driver = log_driver.value if log_driver else None
+    check_daemon_inputs(dns or [], log_max_size, log_max_file, driver)
     host = LocalHost()
     if not host.is_root():
         raise UsageError("bootstrap changes the system and must run as root",
@@ -341,13 +352,13 @@ def bootstrap(
     options = BootstrapOptions(
         data_root=data_root, adopt=adopt, dns=tuple(dns) if dns else None, port=port,
         log_max_size=log_max_size, log_max_file=None if log_max_file is None else
-        str(log_max_file), log_driver=log_driver, force=force,
-        docker_source=docker_source, probe_image=probe_image, probe_host=probe_host)
-    stack_options = StackOptions(stack, stack_dir, hostname, admin, tuple(stack_arg or ()))
+        str(log_max_file), log_driver=driver, force=force,
+        docker_source=docker_source.value, probe_image=probe_image, probe_host=probe_host)
+    stack_options = StackOptions(stack, str(deploy_dir), hostname, admin,
+                                 tuple(stack_arg or ()))
     log_path = _start_log(host, "bootstrap")
-    facts = Facts(host)
     # dns and log rotation are added by the daemon-json step: what daemon.json really says
-    recorded: dict[str, Any] = {"public_port": port, "deploy_dir": stack_dir}
+    recorded: dict[str, Any] = {"public_port": port, "deploy_dir": stack_options.directory}
     dns_before = read_dns(host)
     if data_root:
         recorded["data_root"] = data_root
@@ -358,7 +369,7 @@ def bootstrap(
                 on_planned=lambda r: out.print(render_step(r)))
     plan.notes = relocate.notes
     plan.on_result = _print_result
-    planned, result = plan.run(host, facts)
+    planned, result = plan.run(host, Facts(host))
     logging.getLogger("hostkit").info("plan: %s", [(s.name, s.status) for s in planned.steps])
     if dry_run and stack_options.enabled and not result.failed:
         out.print(f"then: would run: hostkit stack up --deploy-dir {stack_options.directory} "
@@ -368,19 +379,7 @@ def bootstrap(
         out.print(f"[dim]log: {log_path}[/dim]")
         raise typer.Exit(1 if result.failed else 0)
 
-    extra: list[StepResult] = []
-    if not result.failed:
-        extra.append(_network_probe(host, options))
-        _print_result(extra[-1])
-        if extra[-1].status == FAILED:
-            rollback = _roll_back_dns(host, options, dns_before)
-            if rollback:
-                extra.append(rollback)
-                _print_result(rollback)
-        if stack_options.enabled and extra[-1].status != FAILED:
-            for r in _stack_and_doctor(host, stack_options, port, data_root):
-                extra.append(r)
-                _print_result(r)
+    extra = [] if result.failed else _after_the_plan(host, options, stack_options, dns_before)
     for note in result.notes:
         out.print(f"[cyan]note:[/cyan] {escape(note)}")
     out.print(render_summary(result) + _extra_summary(extra))
@@ -392,6 +391,24 @@ def bootstrap(
         out.print(f"URL{when}: https://{ip}:{port}/   (clients' /etc/hosts: {ip} {name})")
     out.print(f"[dim]log: {log_path}[/dim]")
     raise typer.Exit(1 if failed else 0)
+
+
+def _after_the_plan(host: LocalHost, options: BootstrapOptions, stack_options: StackOptions,
+                    dns_before: Optional[list[str]]) -> list[StepResult]:
+    """The network proven from a container (dns rolled back if it fails), then the stack
+    and the doctor; each result printed as it comes."""
+    extra = [_network_probe(host, options)]
+    _print_result(extra[-1])
+    if extra[-1].status == FAILED:
+        rollback = _roll_back_dns(host, options, dns_before)
+        if rollback:
+            extra.append(rollback)
+            _print_result(rollback)
+    if stack_options.enabled and extra[-1].status != FAILED:
+        for r in _stack_and_doctor(host, stack_options, options.port, options.data_root):
+            extra.append(r)
+            _print_result(r)
+    return extra
 
 
 def _extra_summary(extra: list[StepResult]) -> str:
@@ -435,9 +452,8 @@ def _print_result(res: StepResult) -> None:
 
 def cleanup(
     *,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="List what would be removed.")] = False,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed."),
 ) -> None:
     """Delete the old Docker data roots that bootstrap moved aside (after asking)."""
     host = LocalHost()

@@ -45,6 +45,13 @@ class DockerSource(str, Enum):
     docker = "docker"
 
 
+class LogDriver(str, Enum):
+    """The log drivers whose files hostkit rotates (max-size, max-file)."""
+
+    json_file = "json-file"
+    local = "local"
+
+
 class BaseMode(str, Enum):
     """Base images: pulled, built here, or pulled when possible."""
 

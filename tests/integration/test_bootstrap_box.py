@@ -290,7 +290,7 @@ def test_cleanup_removes_the_moved_aside_roots_after_confirmation(box: Box) -> N
 def test_the_stack_is_handed_to_hostkit_stack_up_and_its_failure_is_reported(box: Box) -> None:
     # no hub image in the box and --no-build: `stack up` must fail, and bootstrap must say so
     args = (f"--yes --dns {box.resolver()} --probe-image hostkit-tiny:1 "
-            "--stack --stack-dir /opt/hk --stack-arg=--no-build")
+            "--stack --deploy-dir /opt/hk --stack-arg=--no-build")
     rc, out, err = _bootstrap(box, args)
     assert rc != 0
     assert "certs, .env and the stack (hostkit stack up)" in out
