@@ -53,7 +53,7 @@ chroot "$ROOTFS" python3 -m venv /opt/hostkit-venv
 chroot "$ROOTFS" /opt/hostkit-venv/bin/pip install -q --disable-pip-version-check \
     --cert /etc/ssl/certs/ca-certificates.crt \
     "typer>=0.12" "psutil>=5.9" "docker>=7.0" "distro>=1.8" "rich>=13" "dnspython>=2.4" \
-    "cryptography>=42" "sh>=2.0" "hatchling>=1.18" "pytest>=7"
+    "cryptography>=42" "hatchling>=1.18" "pytest>=7"
 for m in proc dev/pts dev; do umount "$ROOTFS/$m"; done
 # A box is a server: no getty on a console that does not exist, no ssh keys baked in.
 chroot "$ROOTFS" systemctl mask getty@tty1.service console-getty.service >/dev/null 2>&1 || true
