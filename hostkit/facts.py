@@ -141,6 +141,12 @@ class Facts:
         # dict.setdefault is atomic in CPython, so two threads always share one lock per fact
         self._locks: dict[str, threading.Lock] = {}
 
+    def forget_docker(self) -> None:
+        """Read the daemon again next time: it was stopped, started or reconfigured."""
+        for name in ("docker_client", "docker_info", "docker_version", "dockerd_version"):
+            with self._locks.setdefault(name, threading.Lock()):
+                self._cache.pop(name, None)
+
     # ---- system ------------------------------------------------------------------
     @_once
     def distro(self) -> DistroInfo:

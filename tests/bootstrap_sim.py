@@ -75,6 +75,12 @@ class SimHost(ReplayedStreaming):
                             "Name": "hkdata", "Type": "volume"}}})})
         self.host_path("/srv").mkdir(parents=True, exist_ok=True)
 
+    def docker(self, timeout: float = 10) -> Any:
+        """The SDK's view of the simulated daemon: what `docker info` would say."""
+        if not self.running:
+            raise HostkitError("the Docker daemon does not answer: connection refused")
+        return _SimDockerClient(self)
+
     # ---- helpers -----------------------------------------------------------------------
     @property
     def unit(self) -> str:
@@ -318,3 +324,18 @@ def _refuse_bogus(cfg: dict[str, Any]) -> Optional[str]:
 
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, symlinks=True)
+
+
+class _SimDockerClient:
+    """docker.DockerClient's `info` and `ping`, answered by the simulated daemon."""
+
+    def __init__(self, sim: SimHost) -> None:
+        self.sim = sim
+
+    def ping(self) -> bool:
+        return True
+
+    def info(self) -> dict[str, Any]:
+        _code, out, _err = self.sim._docker(["info"])
+        info: dict[str, Any] = json.loads(out)
+        return info

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -19,22 +18,16 @@ DEFAULT_DOCKER_ROOT = "/var/lib/docker"
 
 
 def docker_api_info(host: LocalHost, timeout: float = 15) -> Optional[dict[str, Any]]:
-    """`docker info` as a dict, or None when the daemon does not answer."""
-    if not host.which("docker"):
-        return None
+    """The daemon's `info` read now, or None when it does not answer.
+
+    The doctor's reader (Facts, through the SDK) on a fresh Facts, so bootstrap's "is Docker
+    up, on which root" and the doctor's verdicts come from the same API call.
+    """
     try:
-        res = host.run(["docker", "info", "--format", "{{json .}}"], timeout=timeout)
+        info = Facts(host, docker_timeout=timeout).docker_info()
     except HostkitError:
         return None
-    if not res.ok:
-        return None
-    try:
-        info = json.loads(res.stdout)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(info, dict) or not info.get("ServerVersion"):
-        return None  # the CLI prints a partial object when the daemon is down
-    return info
+    return info if isinstance(info, dict) and info.get("ServerVersion") else None
 
 
 def docker_version(host: LocalHost) -> str:
@@ -84,6 +77,7 @@ class DockerService:
 
     def __init__(self, host: LocalHost, facts: Facts) -> None:
         self.host = host
+        self.facts = facts
         self.init = facts.init_system()
 
     def _systemd_units(self) -> list[str]:
@@ -103,6 +97,7 @@ class DockerService:
         else:
             raise HostkitError("cannot stop dockerd: no systemd and no init script",
                                "stop dockerd by hand, then run bootstrap again")
+        self.facts.forget_docker()
         # dockerd may take a moment to release its root after the init system returns
         for _ in range(30):
             if docker_api_info(self.host, timeout=5) is None:
@@ -123,11 +118,13 @@ class DockerService:
         else:
             raise HostkitError("cannot start dockerd: no systemd and no init script",
                                "start dockerd by hand")
+        self.facts.forget_docker()
 
     def restart(self) -> None:
         if self.init == "systemd":
             self.host.run(["systemctl", "restart", "docker.service"], timeout=180, check=True,
                           hint="see `journalctl -u docker`")
+            self.facts.forget_docker()
         else:
             self.stop()
             self.start()
