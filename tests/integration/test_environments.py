@@ -7,16 +7,20 @@ starts an image that is not on the menu. One deployment for the module, tests in
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import time
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from stack_support import Deployment, HubUser, docker_json, new_deployment
+from stack_support import REPO, Deployment, HubUser, docker_json, new_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -157,3 +161,47 @@ def test_a_user_without_a_choice_gets_the_data_science_image(dep: Deployment, bo
     assert info["Config"]["Image"] == dep.env()["HOSTKIT_NOTEBOOK_IMAGE"]
     assert info["HostConfig"]["Memory"] == 2 * 1024**3
     bob.stop_server()
+
+
+def _profiles_module() -> Any:
+    path = REPO / "stack" / "hostkit_profiles.py"
+    spec = importlib.util.spec_from_file_location("hostkit_profiles_e2e", path)
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("per-user", (0, ["1"])), ("shared", (-1, []))])
+def test_the_gpu_profile_reaches_the_daemon_as_device_requests(
+    mode: str, expected: tuple[int, list[str]]
+) -> None:
+    """No GPU here: the daemon records the request on create; only starting it needs a GPU."""
+    docker = pytest.importorskip("docker")
+    hp = _profiles_module()
+    env = {"HOSTKIT_PROFILES": "datascience,gpu", "HOSTKIT_GPU_READY": "1", "HOSTKIT_GPU_DEVICES": "1,0"}
+    config = types.SimpleNamespace(
+        Spawner=types.SimpleNamespace(), DockerSpawner=types.SimpleNamespace(extra_host_config={})
+    )
+    hp.configure(config, {**env, "HOSTKIT_GPU_MODE": mode})
+    spawner = types.SimpleNamespace(
+        user=types.SimpleNamespace(name="gina", groups=[]), name="", environment={},
+        log=types.SimpleNamespace(info=lambda *a: None),
+    )
+    config.Spawner.apply_user_options(spawner, {"profile": "gpu"})
+    client = docker.from_env()
+    image = next(i for i in ("hostkit/debian:trixie", "hostkit/singleuser:full") if client.images.list(i))
+    # what DockerSpawner.create_object does with extra_host_config
+    host_config = client.api.create_host_config(**spawner.extra_host_config)
+    created = client.api.create_container(
+        image, ["true"], host_config=host_config, labels={"hostkit.probe": "1"}
+    )
+    try:
+        (request,) = client.api.inspect_container(created["Id"])["HostConfig"]["DeviceRequests"]
+    finally:
+        client.api.remove_container(created["Id"], force=True)
+    assert request["Driver"] == "nvidia"
+    assert (request["Count"], request["DeviceIDs"] or []) == expected
+    assert request["Capabilities"] == [["gpu", "utility", "compute"]]
