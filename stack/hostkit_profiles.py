@@ -207,6 +207,21 @@ def device_requests(mode: str, device: Optional[str]) -> list[dict[str, Any]]:
     return [{"driver": "nvidia", "count": 1, "capabilities": capabilities}]
 
 
+def forget_options(spawner: Any) -> None:
+    """Drop refused options from the hub's database.
+
+    JupyterHub keeps the last `user_options` and reuses them when a start names none (the
+    home page's button with a single profile, the REST API without a body): a refused
+    choice, or one a user lost by leaving a group, would otherwise refuse every start after.
+    """
+    orm_spawner = getattr(spawner, "orm_spawner", None)
+    if orm_spawner is not None and orm_spawner.user_options:
+        orm_spawner.user_options = {}
+        db = getattr(spawner.user, "db", None)
+        if db is not None:
+            db.commit()
+
+
 def configure(c: Any, environ: Optional[Mapping[str, str]] = None) -> list[Profile]:
     """Point JupyterHub's Spawner hooks at the site's profiles; returns them."""
     env = os.environ if environ is None else environ
@@ -224,7 +239,11 @@ def configure(c: Any, environ: Optional[Mapping[str, str]] = None) -> list[Profi
         return {OPTION_KEY: (formdata.get(OPTION_KEY) or [""])[0]}
 
     def apply_user_options(spawner: Any, user_options: Mapping[str, Any]) -> None:
-        profile = choose(profiles, user_groups(spawner), user_options or {})
+        try:
+            profile = choose(profiles, user_groups(spawner), user_options or {})
+        except HTTPError:
+            forget_options(spawner)
+            raise
         spawner.image = profile.image
         spawner.mem_limit = profile.mem_limit
         spawner.cpu_limit = profile.cpu_limit

@@ -143,6 +143,20 @@ def test_crafted_user_options_are_refused_before_any_container(options: dict[str
     assert spawner.image == "unset"
 
 
+def test_a_refused_choice_is_not_kept_as_the_next_starts_default() -> None:
+    c = _hooks(SITE)
+    spawner = _Spawner("bob")
+    commits: list[bool] = []
+    spawner.orm_spawner = types.SimpleNamespace(user_options={"profile": "sage"})  # type: ignore[attr-defined]
+    spawner.user.db = types.SimpleNamespace(commit=lambda: commits.append(True))
+    with pytest.raises(hp.HTTPError):
+        c.Spawner.apply_user_options(spawner, {"profile": "sage"})
+    assert spawner.orm_spawner.user_options == {}  # type: ignore[attr-defined]
+    assert commits == [True]
+    c.Spawner.apply_user_options(spawner, {})
+    assert spawner.image == "hostkit/singleuser:full"
+
+
 def test_a_user_with_no_open_profile_is_refused() -> None:
     c = _hooks({**SITE, "HOSTKIT_PROFILES": "sage"})
     with pytest.raises(hp.HTTPError) as caught:
