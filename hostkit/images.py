@@ -244,6 +244,9 @@ class ImageBuilder:
             "IPYMPL_VERSION",
             "JUPYTER_BOKEH_VERSION",
             "JUPYTERLAB_EXECUTE_TIME_VERSION",
+            "PSYCOPG2_VERSION",
+            "JUPYTERLAB_LSP_VERSION",
+            "PYTHON_LSP_SERVER_VERSION",
         )
         args = {
             "BASE_IMAGE": notebook_base,

@@ -76,7 +76,8 @@ def test_the_sage_dockerfile_gets_every_arg_it_declares_and_registers_a_kernel(t
     assert declared - set(spec.build_args) == set()
     assert "passagemath-standard==${PASSAGEMATH_VERSION}" in text
     assert "sage.repl.ipython_kernel" in text
-    for extension in ("jupyter-resource-usage", "ipympl", "jupyter_bokeh", "jupyterlab-execute-time"):
+    seed = ("jupyter-resource-usage", "ipympl", "jupyter_bokeh", "jupyterlab-execute-time", "jupyterlab-lsp")
+    for extension in seed:
         assert extension in text, extension
     assert _builder(tmp_path, with_octave=False).sage_spec("n").name.endswith("-nooctave")
 
