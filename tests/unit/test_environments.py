@@ -107,3 +107,45 @@ def test_gpu_readiness_runs_the_doctors_gpu_checks_on_a_host_without_gpus(tmp_pa
     readiness = environments.gpu_readiness(FakeHost(tmp_path))
     assert readiness.ready is False
     assert "gpu.driver: skip" in readiness.reason
+
+
+def test_the_doctor_passes_when_every_enabled_environment_has_its_image() -> None:
+    from hostkit.probes.environments import judge_environments
+
+    env = {
+        "HOSTKIT_PROFILES": "datascience,sage",
+        "HOSTKIT_NOTEBOOK_IMAGE": "hostkit/singleuser:full",
+        "HOSTKIT_SAGE_IMAGE": "hostkit/sage:10.8.13",
+    }
+    ok = judge_environments(env, lambda image: True)
+    assert ok.status is Status.PASS
+    assert "sage (hostkit/sage:10.8.13)" in ok.summary
+    missing = judge_environments(env, lambda image: image != "hostkit/sage:10.8.13")
+    assert missing.status is Status.FAIL
+    assert "sage (hostkit/sage:10.8.13)" in missing.summary
+    assert "--profiles datascience,sage" in missing.hint
+
+
+def test_the_doctor_flags_unnamed_images_and_a_hidden_gpu_profile() -> None:
+    from hostkit.probes.environments import judge_environments
+
+    unnamed = judge_environments({"HOSTKIT_PROFILES": "stats"}, lambda image: True)
+    assert unnamed.status is Status.FAIL
+    assert "stats (no image named)" in unnamed.summary
+    named = {"HOSTKIT_PROFILES": "stats", "HOSTKIT_PROFILE_STATS_IMAGE": "site/stats:1"}
+    assert judge_environments(named, lambda image: image == "site/stats:1").status is Status.PASS
+    gpu = {"HOSTKIT_PROFILES": "datascience,gpu", "HOSTKIT_NOTEBOOK_IMAGE": "x", "HOSTKIT_GPU_READY": "0"}
+    assert judge_environments(gpu, lambda image: True).status is Status.WARN
+    assert judge_environments({**gpu, "HOSTKIT_GPU_READY": "1"}, lambda image: True).status is Status.PASS
+
+
+def test_the_doctor_skips_the_environments_check_before_deploy(tmp_path: Path) -> None:
+    from hostkit.doctor import ProbeContext
+    from hostkit.facts import Facts
+    from hostkit.probes.environments import stack_environments
+    from hostkit.settings import DEFAULTS
+
+    host = FakeHost(tmp_path)
+    outcome = stack_environments(ProbeContext(host, Facts(host), DEFAULTS))
+    assert outcome.status is Status.SKIP
+    assert "not deployed" in outcome.summary
