@@ -134,7 +134,13 @@ def test_the_spawn_form_offers_sage_to_a_group_member(dep: Deployment, ann: HubU
 
 
 def test_sage_kernel_factors_and_plots_through_nginx(dep: Deployment, ann: HubUser) -> None:
-    ann.start_server(options={"profile": "sage"}, timeout=900)
+    # picked on the spawn form, as a student would
+    xsrf = ann.http.cookies.get("_xsrf", path="/hub/") or ann.http.cookies.get("_xsrf")
+    picked = ann.http.post(
+        f"{dep.url}/hub/spawn/{ann.name}", data={"profile": "sage", "_xsrf": xsrf}, timeout=120
+    )
+    assert picked.status_code == 200, picked.text[:500]
+    ann.start_server(timeout=900)  # waits until ready (a start already under way is a 400 there)
     info = docker_json("inspect", dep.container_name("ann"))[0]
     assert info["Config"]["Image"] == dep.env()["HOSTKIT_SAGE_IMAGE"]
     assert info["HostConfig"]["Memory"] == 3 * 1024**3
