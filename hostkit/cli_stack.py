@@ -20,6 +20,13 @@ from hostkit.cli_options import (
     format_option,
     hostname_option,
 )
+from hostkit.environments import (
+    ENVIRONMENTS,
+    PROFILES_KEY,
+    environment_images,
+    environment_readiness,
+    parse_profiles,
+)
 from hostkit.errors import UsageError
 from hostkit.host import LocalHost
 from hostkit.images import (
@@ -90,6 +97,19 @@ MirrorOpt = typer.Option(
 SetOpt = typer.Option(PackageSet.full, "--package-set", help="Single-user image contents.")
 OctaveOpt = typer.Option(True, "--octave/--no-octave", help="GNU Octave and its kernel in the user image.")
 ROpt = typer.Option(True, "--r-kernel/--no-r-kernel", help="R and its kernel in the local notebook base.")
+ProfilesOpt = typer.Option(
+    None,
+    "--profiles",
+    metavar="KEY,KEY",
+    help=f"Environments to offer (setting {PROFILES_KEY}; known: {', '.join(ENVIRONMENTS)}; "
+    "default: the deployed .env's, else datascience).",
+)
+
+
+def _profiles(existing: dict[str, str], overrides: dict[str, str], given: Optional[str]) -> tuple[str, ...]:
+    """The enabled environments: --profiles, else --set, else .env, else the default."""
+    value = given if given is not None else overrides.get(PROFILES_KEY, existing.get(PROFILES_KEY, ""))
+    return parse_profiles(value)
 
 
 @stack_app.command("build")
@@ -104,12 +124,16 @@ def stack_build(
     work_dir: str = typer.Option(
         "/var/lib/hostkit/build", "--work-dir", metavar="DIR", help="Scratch space for builds."
     ),
+    profiles: Optional[str] = ProfilesOpt,
+    directory: Path = DirOption,
     root: str = RootOption,
 ) -> None:
-    """Build the hub, nginx and single-user images (without a registry if need be)."""
+    """Build the hub, nginx and single-user images (without a registry if need be), and
+    those of the other enabled environments."""
     host = LocalHost(root)
     options = _build_options(host, base, ca_bundle, mirror, package_set, octave, r, force)
-    report = ImageBuilder(host, options, work_dir=work_dir, log=_echo).build_all()
+    enabled = _profiles(Stack(host, str(directory)).read_env(), {}, profiles)
+    report = ImageBuilder(host, options, work_dir=work_dir, log=_echo).build_all(enabled)
     for role, image in report.images.items():
         state = "built" if image in report.built else "up to date"
         seconds = f" in {report.seconds[image]:.0f}s" if image in report.seconds else ""
@@ -149,6 +173,7 @@ def stack_up(
     timeout: float = typer.Option(
         300, "--timeout", metavar="SECONDS", help="How long to wait for the stack to be healthy."
     ),
+    profiles: Optional[str] = ProfilesOpt,
     root: str = RootOption,
 ) -> None:
     """Deploy: files, certs, .env (secrets once), images, start, wait for health, admin."""
@@ -164,15 +189,20 @@ def stack_up(
         if existing.get("HOSTKIT_ADMIN") and existing["HOSTKIT_ADMIN"] != admin:
             raise UsageError(f"the admin is already {existing['HOSTKIT_ADMIN']}; it cannot change here")
         overrides["HOSTKIT_ADMIN"] = admin
+    enabled = _profiles(existing, overrides, profiles)
+    overrides[PROFILES_KEY] = ",".join(enabled)
     for path in stack.install_files():
         _echo(f"wrote {path}")
 
     if build:
         options = _build_options(host, base, ca_bundle, mirror, package_set, octave, r, False)
-        report = ImageBuilder(host, options, log=_echo).build_all()
+        report = ImageBuilder(host, options, log=_echo).build_all(enabled)
         overrides.setdefault("HOSTKIT_HUB_IMAGE", report.images["hub"])
         overrides.setdefault("HOSTKIT_NGINX_IMAGE", report.images["nginx"])
         overrides.setdefault("HOSTKIT_NOTEBOOK_IMAGE", report.images["singleuser"])
+        for key, value in environment_images(report.images).items():
+            overrides.setdefault(key, value)
+    overrides.update(environment_readiness(host, enabled, _echo))
 
     result = certs_mod.ensure_certs(host, stack.certs_dir, hostname=hostname)
     for path in result.changed:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from hostkit.assets import stack_dir
+from hostkit.environments import DEFAULT_PROFILES, build_environment_images
 from hostkit.errors import HostkitError, UsageError
 from hostkit.host import LocalHost
 
@@ -231,7 +232,32 @@ class ImageBuilder:
             "singleuser": ImageSpec(f"{repo}/singleuser:{variant}", "singleuser", singleuser_args),
         }
 
-    def notebook_base_spec(self, debian_base: str) -> ImageSpec:
+    def sage_spec(self, notebook_base: str) -> ImageSpec:
+        """The `sage` environment's image on a notebook base."""
+        v = self.versions
+        keys = (
+            "PASSAGEMATH_VERSION",
+            "OCTAVE_KERNEL_VERSION",
+            "BOKEH_VERSION",
+            "PLOTLY_VERSION",
+            "JUPYTER_RESOURCE_USAGE_VERSION",
+            "IPYMPL_VERSION",
+            "JUPYTER_BOKEH_VERSION",
+            "JUPYTERLAB_EXECUTE_TIME_VERSION",
+            "PSYCOPG2_VERSION",
+            "JUPYTERLAB_LSP_VERSION",
+            "PYTHON_LSP_SERVER_VERSION",
+        )
+        args = {
+            "BASE_IMAGE": notebook_base,
+            "WITH_OCTAVE": "1" if self.options.with_octave else "0",
+            **{k: v[k] for k in keys},
+        }
+        tag = v["PASSAGEMATH_VERSION"] + ("" if self.options.with_octave else "-nooctave")
+        return ImageSpec(f"{self.options.repository}/sage:{tag}", "sage", args)
+
+    def notebook_base_spec(self, debian_base: str, suite: Optional[str] = None) -> ImageSpec:
+        """The local stand-in for datascience-notebook, on the Debian base of `suite`."""
         v = self.versions
         args = {
             "BASE_IMAGE": debian_base,
@@ -242,7 +268,7 @@ class ImageBuilder:
             "PANDAS_VERSION": v["PANDAS_VERSION"],
             "WITH_R": "1" if self.options.with_r else "0",
         }
-        tag = v["DEBIAN_SUITE"] + ("" if self.options.with_r else "-nor")
+        tag = (suite or v["DEBIAN_SUITE"]) + ("" if self.options.with_r else "-nor")
         return ImageSpec(f"{self.options.repository}/notebook-base:{tag}", "notebook-base", args)
 
     def _context_files(self, spec: ImageSpec) -> dict[str, tuple[bytes, int]]:
@@ -299,14 +325,14 @@ class ImageBuilder:
         self.log(f"{spec.name}: built in {report.seconds[spec.name]:.0f}s")
         return spec.name
 
-    def debian_base(self, report: BuildReport) -> str:
+    def debian_base(self, report: BuildReport, suite: Optional[str] = None) -> str:
         """The local Debian base image made with debootstrap (reused when up to date)."""
-        suite = self.versions["DEBIAN_SUITE"]
+        suite = suite or self.versions["DEBIAN_SUITE"]
         name = f"{self.options.repository}/debian:{suite}"
         wanted = hashlib.sha256(
             json.dumps([suite, self.options.mirror, DEBOOTSTRAP_INCLUDE]).encode()
         ).hexdigest()
-        report.images["debian"] = name
+        report.images["debian" if suite == self.versions["DEBIAN_SUITE"] else f"debian-{suite}"] = name
         if not self.options.force and self.image_label(name) == wanted:
             report.cached.append(name)
             return name
@@ -347,8 +373,9 @@ class ImageBuilder:
         report.built.append(name)
         return name
 
-    def build_all(self) -> BuildReport:
-        """Hub, nginx and single-user images (and their local bases when needed)."""
+    def build_all(self, profiles: tuple[str, ...] = DEFAULT_PROFILES) -> BuildReport:
+        """Hub, nginx and single-user images (and their local bases when needed), then the
+        images of the other enabled environments (`profiles`)."""
         report = BuildReport()
         v = self.versions
         mode = self.options.base
@@ -382,4 +409,5 @@ class ImageBuilder:
             notebook = self.build("notebook-base", self.notebook_base_spec(debian), report)
         for role, spec in self.specs(debian, notebook).items():
             self.build(role, spec, report)
+        build_environment_images(self, report, profiles)
         return report

@@ -24,7 +24,7 @@ from hostkit.settings import DEFAULTS
 
 DEFAULT_DIR = DEFAULTS.deploy_dir
 DEFAULT_PORT = DEFAULTS.public_port
-STACK_FILES = ("docker-compose.yml", "jupyterhub_config.py", "nginx.conf")
+STACK_FILES = ("docker-compose.yml", "jupyterhub_config.py", "hostkit_profiles.py", "nginx.conf")
 HUB_SERVICE = "jupyterhub"
 NGINX_SERVICE = "nginx"
 SERVICES = (HUB_SERVICE, NGINX_SERVICE)

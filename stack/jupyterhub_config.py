@@ -161,3 +161,12 @@ if api_token:
     )
 c.JupyterHub.services = services
 c.JupyterHub.load_roles = roles
+
+# ---- environments (profiles) -------------------------------------------------------
+# The menu of environments on the spawn page (image, limits, groups, GPUs), from the
+# HOSTKIT_PROFILES* settings; hostkit_profiles.py sits beside this file. With one profile
+# (the default) no form is shown and every server runs HOSTKIT_NOTEBOOK_IMAGE as before.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hostkit_profiles  # noqa: E402 - needs the path above
+
+hostkit_profiles.configure(c)

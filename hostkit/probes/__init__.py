@@ -32,6 +32,7 @@ def _load() -> None:
         containers,
         daemon,
         docker_engine,
+        environments,
         firewall,
         gpu,
         network,

@@ -213,8 +213,8 @@ class HubUser:
         data: dict[str, Any] = r.json()
         return data
 
-    def start_server(self, timeout: float = 600) -> None:
-        r = self.api("POST", f"/users/{self.name}/server")
+    def start_server(self, timeout: float = 600, options: Optional[dict[str, Any]] = None) -> None:
+        r = self.api("POST", f"/users/{self.name}/server", json=options)
         assert r.status_code in (201, 202, 400), r.text  # 400: already running
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -254,9 +254,9 @@ class HubUser:
             **kwargs,
         )
 
-    def run_code(self, code: str, token: str, timeout: float = 120) -> str:
+    def run_code(self, code: str, token: str, timeout: float = 120, kernel: str = "python3") -> str:
         """Start a kernel, run `code` over its websocket through nginx, return the result text."""
-        r = self.server_api("POST", "/kernels", token, json={"name": "python3"})
+        r = self.server_api("POST", "/kernels", token, json={"name": kernel})
         assert r.status_code == 201, r.text
         kernel_id = r.json()["id"]
         try:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from hostkit.cli import app
@@ -52,3 +53,38 @@ def test_stack_build_rejects_an_unknown_package_set(tmp_path: Path) -> None:
     # a real choice: the parser names the ones that exist
     text = " ".join(result.output.replace("│", " ").split())
     assert "'huge' is not one of 'full', 'slim'" in text
+
+
+def test_stack_build_rejects_a_malformed_profile_name(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["stack", "build", "--root", str(tmp_path), "--ca-bundle", "none", "--profiles", "sage,../x"]
+    )
+    assert result.exit_code == 2
+    assert "not a profile name" in result.output
+
+
+def test_stack_build_builds_the_environments_the_deployed_env_enables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hostkit import cli_stack
+    from hostkit.images import BuildReport
+
+    asked: list[tuple[str, ...]] = []
+
+    class FakeBuilder:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def build_all(self, profiles: tuple[str, ...]) -> BuildReport:
+            asked.append(profiles)
+            return BuildReport(images={"sage": "hostkit/sage:x"})
+
+    monkeypatch.setattr(cli_stack, "ImageBuilder", FakeBuilder)
+    deploy = tmp_path / "opt/hostkit"
+    deploy.mkdir(parents=True)
+    (deploy / ".env").write_text("HOSTKIT_PROFILES=datascience,sage\n")
+    base = ["stack", "build", "--root", str(tmp_path), "--ca-bundle", "none"]
+    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, [*base, "--profiles", "gpu"]).exit_code == 0
+    assert runner.invoke(app, [*base, "--deploy-dir", "/elsewhere"]).exit_code == 0
+    assert asked == [("datascience", "sage"), ("gpu",), ("datascience",)]

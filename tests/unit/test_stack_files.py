@@ -91,7 +91,11 @@ def _load_hub_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tu
     }.items():
         monkeypatch.setitem(sys.modules, name, module)
     config = _Config()
-    namespace: dict[str, Any] = {"get_config": lambda: config, "__name__": "jupyterhub_config"}
+    namespace: dict[str, Any] = {
+        "get_config": lambda: config,
+        "__name__": "jupyterhub_config",
+        "__file__": str(STACK / "jupyterhub_config.py"),  # traitlets sets it; profiles load beside it
+    }
     exec(compile((STACK / "jupyterhub_config.py").read_text(), "jupyterhub_config.py", "exec"), namespace)  # noqa: S102
     return config, namespace
 
