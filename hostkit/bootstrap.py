@@ -15,6 +15,7 @@ from hostkit.subsystems.daemon_json import DaemonJsonStep
 from hostkit.subsystems.data_root import ProgressFactory, RelocateStep, no_progress
 from hostkit.subsystems.docker_install import DistroStep, DockerInstallStep
 from hostkit.subsystems.firewall import FirewalldStep
+from hostkit.subsystems.gpu import GpuToolkitStep
 from hostkit.subsystems.site_settings import SiteSettingsStep
 
 
@@ -24,6 +25,7 @@ class BootstrapOptions:
 
     data_root: Optional[str] = None
     adopt: bool = False  # run Docker on the existing root at data_root, copying nothing
+    gpu: bool = False  # install the NVIDIA container toolkit where an NVIDIA driver runs
     # None: keep what daemon.json says (a first run writes a default proven to answer)
     dns: Optional[tuple[str, ...]] = None
     log_max_size: Optional[str] = None
@@ -46,6 +48,6 @@ def bootstrap_steps(options: BootstrapOptions, recorded: dict[str, Any],
     relocate = RelocateStep(options.data_root, options.daemon_options(), progress=progress,
                             adopt=options.adopt)
     steps: list[Step] = [DistroStep(options.force), DockerInstallStep(options.docker_source),
-                         FirewalldStep(options.port), relocate,
+                         GpuToolkitStep(options.gpu), FirewalldStep(options.port), relocate,
                          DaemonJsonStep(options.daemon_options(), recorded), SiteSettingsStep(recorded)]
     return steps, relocate

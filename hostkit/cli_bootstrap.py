@@ -324,6 +324,9 @@ def bootstrap(
     probe_host: str = typer.Option(
         "deb.debian.org", "--probe-host", metavar="HOST",
         help="Name a container must resolve and reach over HTTP."),
+    gpu: bool = typer.Option(
+        False, "--gpu", help="Where an NVIDIA driver runs: install NVIDIA's container toolkit "
+                             "so users' containers can be given GPUs."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before stopping Docker."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
     force: bool = typer.Option(False, "--force", help="Try on an unsupported distro."),
@@ -350,7 +353,7 @@ def bootstrap(
         raise UsageError("bootstrap changes the system and must run as root",
                          "run it with sudo")
     options = BootstrapOptions(
-        data_root=data_root, adopt=adopt, dns=tuple(dns) if dns else None, port=port,
+        data_root=data_root, adopt=adopt, gpu=gpu, dns=tuple(dns) if dns else None, port=port,
         log_max_size=log_max_size, log_max_file=None if log_max_file is None else
         str(log_max_file), log_driver=driver, force=force,
         docker_source=docker_source.value, probe_image=probe_image, probe_host=probe_host)

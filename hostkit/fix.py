@@ -53,11 +53,13 @@ def options_from_settings(settings: Settings, failing: Iterable[str] = ()) -> Bo
 
     Like a bootstrap re-run without flags, daemon.json keeps what it says, except for what a
     failing check asks to change: the resolvers only when `daemon.dns` failed (and they are
-    proven to answer before they are written), log rotation only when `daemon.logging` did.
+    proven to answer before they are written), log rotation only when `daemon.logging` did,
+    the NVIDIA container toolkit only when `gpu.container-toolkit` did.
     """
     failing = set(failing)
     return BootstrapOptions(
         data_root=settings.data_root or None, port=settings.public_port,
+        gpu="gpu.container-toolkit" in failing,
         dns=tuple(settings.dns) if "daemon.dns" in failing else None,
         log_max_size=settings.log_max_size if "daemon.logging" in failing else None,
         log_max_file=str(settings.log_max_file) if "daemon.logging" in failing else None)

@@ -16,13 +16,14 @@ from hostkit.errors import CheckNotApplicable, HostkitError
 from hostkit.probes import probe
 from hostkit.results import Outcome
 
+# Docker's `--gpus` (device_requests) calls GPU_HOOK, installed by nvidia-container-toolkit
+from hostkit.subsystems.gpu import GPU_HOOK, has_nvidia_driver
+
 NVIDIA_SMI_QUERY = ["nvidia-smi", "--query-gpu=index,name,driver_version,memory.total",
                     "--format=csv,noheader,nounits"]
-# Docker's `--gpus` (device_requests) calls this hook, installed by nvidia-container-toolkit
-GPU_HOOK = "nvidia-container-runtime-hook"
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
-TOOLKIT_HINT = ("install NVIDIA's nvidia-container-toolkit (from NVIDIA's repository), then "
-                "`nvidia-ctk runtime configure --runtime=docker` and restart Docker")
+TOOLKIT_HINT = ("hostkit bootstrap --gpu installs NVIDIA's nvidia-container-toolkit (or install "
+                "it from NVIDIA's repository by hand)")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def parse_nvidia_smi(text: str) -> list[Gpu]:
 
 
 def _no_driver(ctx: ProbeContext) -> bool:
-    return not ctx.host.which("nvidia-smi") and not ctx.host.exists("/proc/driver/nvidia/version")
+    return not has_nvidia_driver(ctx.host)
 
 
 def host_gpus(ctx: ProbeContext) -> list[Gpu]:

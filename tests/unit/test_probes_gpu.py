@@ -67,7 +67,8 @@ def test_docker_without_the_toolkit_fails_and_names_the_toolkit(
     host = FakeHost(tmp_path, binaries=("docker", "nvidia-smi"))
     result = run_check("gpu.container-toolkit", host)
     assert result.status is Status.FAIL
-    assert "nvidia-ctk runtime configure --runtime=docker" in result.hint
+    assert "hostkit bootstrap --gpu" in result.hint
+    assert result.fix_step == "gpu-toolkit"
     # and the throwaway container is not even tried
     assert run_check("gpu.container", host).status is Status.SKIP
 
