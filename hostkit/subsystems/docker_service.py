@@ -122,6 +122,10 @@ class DockerService:
 
     def restart(self) -> None:
         if self.init == "systemd":
+            # docker.service allows 3 starts a minute: a rollback right after a change (or a
+            # re-run) would be refused with start-limit-hit, so the counter is reset first
+            self.host.run(["systemctl", "reset-failed", "docker.service", "docker.socket"],
+                          timeout=30)
             self.host.run(["systemctl", "restart", "docker.service"], timeout=180, check=True,
                           hint="see `journalctl -u docker`")
             self.facts.forget_docker()
