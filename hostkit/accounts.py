@@ -60,7 +60,8 @@ def _message(text: str) -> str:
 
 
 def _missing_route(status: int, text: str) -> bool:
-    return status == 404 and "hostkit" not in text and "no sign-up" not in text
+    """A 404 from the hub itself (no such handler), not from hostkit's handlers."""
+    return status == 404 and "(hostkit)" not in _message(text)
 
 
 OLD_CONFIG = ("the hub runs an older jupyterhub_config.py without hostkit's account API",

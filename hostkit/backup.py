@@ -241,15 +241,14 @@ class BackupMaker:
         self.host.chmod(f"{work}/hub/{HUB_DB}", 0o600)
         items.append(self._item(work, f"hub/{HUB_DB}", "hub-db", target=HUB_DB))
         if self.host.exists(f"{hub_dir}/{COOKIE_SECRET}"):
-            self.host.write_bytes(f"{work}/hub/{COOKIE_SECRET}",
-                                  self.host.read_bytes(f"{hub_dir}/{COOKIE_SECRET}"))
+            self._write(f"{work}/hub/{COOKIE_SECRET}", self.host.read_bytes(f"{hub_dir}/{COOKIE_SECRET}"))
             items.append(self._item(work, f"hub/{COOKIE_SECRET}", "hub-file", target=COOKIE_SECRET))
         for src, rel in self.config_files():
-            self.host.write_bytes(f"{work}/{rel}", self.host.read_bytes(src))
+            self._write(f"{work}/{rel}", self.host.read_bytes(src))
             items.append(self._item(work, rel, "config", target=src,
                                     mode=stat.S_IMODE(self.host.stat(src).st_mode)))
         pins = stack_assets_dir() / "versions.env"
-        self.host.write_bytes(f"{work}/config/versions.env", pins.read_bytes())
+        self._write(f"{work}/config/versions.env", pins.read_bytes())
         items.append(self._item(work, "config/versions.env", "pins"))
 
         previous = self._previous_volume_items(dest)
@@ -285,6 +284,10 @@ class BackupMaker:
         return BackupResult(name, f"{dest}/{name}", items, users, time.monotonic() - started, linked)
 
     # ---- helpers ---------------------------------------------------------------------
+    def _write(self, path: str, data: bytes) -> None:
+        self.host.makedirs(path.rsplit("/", 1)[0], mode=0o700)  # never the umask's 0755
+        self.host.write_bytes(path, data, mode=0o600)
+
     def _item(self, work: str, rel: str, kind: str, **extra: Any) -> dict[str, Any]:
         size, digest = self.host.file_digest(f"{work}/{rel}")
         return {"path": rel, "kind": kind, "size": size, "sha256": digest, **extra}
