@@ -1,17 +1,21 @@
-"""Backup storage for users' volumes: plain tar archives against a restic repository.
+"""Backup storage for users' volumes: `hostkit backup`, plain tar, and a restic repository.
 
     python3 bench/backup.py [--users 6] [--mib-per-user 60] [--files-per-user 400]
 
-Makes USERS Docker volumes of mixed content (many small notebooks and text files, a few
-larger binary files, hard links, odd names), then, in one run and on the same data:
-  1. tar: one archive per volume (what `hostkit backup` writes), then extraction of all
-     of them into fresh directories;
-  2. restic (Debian's package): `restic backup` of every volume's directory into a new
-     local repository, then `restic restore` of the snapshot;
-  3. 1 % of the files changed (spread over all users) and a second backup of each kind:
-     time and bytes added to the destination.
-Prints MiB/s for backup and restore and the incremental cost. Needs root, dockerd and
-restic (`apt-get install restic`); removes its volumes and scratch directory at the end.
+Makes USERS Docker volumes of mixed content (many small notebooks, a few larger binary
+files half random and half zeros, a hard link, odd names), then, in one run and on the
+same data:
+  1. backup and restore throughput of
+     - `hostkit backup` (tar per volume, sha256 of every item, fingerprints, manifest) and
+       `hostkit restore` into removed volumes,
+     - plain `tar` of the same volumes, extracted into fresh directories,
+     - restic (Debian's package) into a new local repository, `restic restore`;
+  2. 1 % of the files changed, spread over all users, and a second backup of each kind:
+     time and bytes added to the destination;
+  3. 1 % of the files changed, all in one user's volume (a night where one student worked),
+     and a third backup: hostkit archives only the changed volume and links the others.
+Needs root, dockerd and restic (`apt-get install restic`); removes its volumes and scratch
+directory at the end. The hub's database is a small stand-in (its backup is instant).
 """
 
 from __future__ import annotations
@@ -21,12 +25,23 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hostkit.backup import BackupMaker, BackupRequest, find_backup
+from hostkit.host import LocalHost
+from hostkit.restore import Restorer
+from hostkit.stack import Stack
+
 PREFIX = "hkbench-backup"
+Rng = random.Random
 
 
 def sh(*argv: str, env: dict[str, str] | None = None) -> str:
@@ -35,29 +50,47 @@ def sh(*argv: str, env: dict[str, str] | None = None) -> str:
 
 
 def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    """Bytes on disk under path, each inode once (hard links are not counted twice)."""
+    seen, total = set(), 0
+    for p in path.rglob("*"):
+        st = p.lstat()
+        if p.is_file() and not p.is_symlink() and st.st_ino not in seen:
+            seen.add(st.st_ino)
+            total += st.st_size
+    return total
 
 
-def fill(mountpoint: Path, rng: random.Random, mib: int, files: int) -> list[Path]:
+def mountpoint(volume: str) -> Path:
+    return Path(sh("docker", "volume", "inspect", "-f", "{{.Mountpoint}}", volume).strip())
+
+
+def fill(mp: Path, rng: Rng, mib: int, files: int) -> list[Path]:
     """Notebook-like text (compressible), a few binary blobs, a hard link, odd names."""
     made = []
-    big = max(1, mib // 4)
+    big = max(1, mib // 4) * 1024 * 1024
     for i in range(4):
-        p = mountpoint / f"data {i} ünï.bin"
-        p.write_bytes(rng.randbytes(big * 1024 * 1024 // 2) + bytes(big * 1024 * 1024 // 2))
+        p = mp / f"data {i} ünï.bin"
+        p.write_bytes(rng.randbytes(big // 2) + bytes(big // 2))
         made.append(p)
     for i in range(files):
-        d = mountpoint / f"course-{i % 12}"
+        d = mp / f"course-{i % 12}"
         d.mkdir(exist_ok=True)
         p = d / f"nb {i}.ipynb"
         cells = [{"cell_type": "code", "source": f"x = {rng.random()}\nprint(x * {i})",
                   "outputs": [{"text": str(rng.random()) * 40}]} for _ in range(20)]
         p.write_text(json.dumps({"cells": cells, "nbformat": 4}))
         made.append(p)
-    os.link(made[0], mountpoint / "hard link.bin")
-    for p in mountpoint.rglob("*"):
+    os.link(made[0], mp / "hard link.bin")
+    for p in [mp, *mp.rglob("*")]:
         os.lchown(p, 1000, 100)
     return made
+
+
+def change(rng: Rng, files: Iterable[Path], count: int) -> None:
+    for p in rng.sample(list(files), count):
+        with p.open("r+b") as fh:
+            fh.seek(rng.randrange(max(1, p.stat().st_size)))
+            fh.write(rng.randbytes(64))
 
 
 def timed(func: object, *args: object, **kwargs: object) -> float:
@@ -80,7 +113,36 @@ def tar_restore(archives: Path, target: Path) -> None:
         sh("tar", "-C", str(out), "--numeric-owner", "--xattrs", "-xpf", str(archive))
 
 
-def main() -> None:
+class Hostkit:
+    """A stand-in deployment (an .env and a hub volume) for hostkit's own backup and restore."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.deploy = scratch / "deploy"
+        self.deploy.mkdir()
+        (self.deploy / ".env").write_text(
+            f"HOSTKIT_USER_VOLUME={PREFIX}-{{username}}\nHOSTKIT_HUB_VOLUME={PREFIX}-hub\n"
+            f"COMPOSE_PROJECT_NAME={PREFIX}\n")
+        sh("docker", "volume", "create", f"{PREFIX}-hub")
+        db = sqlite3.connect(mountpoint(f"{PREFIX}-hub") / "jupyterhub.sqlite")
+        db.execute("CREATE TABLE users_info (username TEXT, password BLOB, is_authorized BOOLEAN)")
+        db.execute("CREATE TABLE users (name TEXT, admin BOOLEAN)")
+        db.commit()
+        db.close()
+        self.dest = scratch / "hostkit"
+        self.stack = Stack(LocalHost(), str(self.deploy))
+
+    def backup(self) -> None:
+        BackupMaker(self.stack, BackupRequest(dest=str(self.dest))).run()
+
+    def restore(self, volumes: list[str]) -> None:
+        for v in volumes:
+            sh("docker", "volume", "rm", v)
+        backup = find_backup(self.stack.host, "latest", str(self.dest))
+        restorer = Restorer(self.stack, backup, users=[], force=False)
+        restorer.apply(restorer.plan())
+
+
+def main() -> None:  # noqa: PLR0915 - one run, one table: the steps read best in order
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=6)
     parser.add_argument("--mib-per-user", type=int, default=60)
@@ -88,53 +150,64 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("restic") is None:
         raise SystemExit("restic is needed: apt-get install restic")
-    rng = random.Random(9)
+    rng = Rng(9)
     scratch = Path(tempfile.mkdtemp(prefix="hostkit-bench-backup-", dir="/var/tmp"))
-    volumes = [f"{PREFIX}-{i}" for i in range(args.users)]
+    volumes = [f"{PREFIX}-user{i}" for i in range(args.users)]
     env = {"RESTIC_PASSWORD": "bench-only", "RESTIC_CACHE_DIR": str(scratch / "cache")}
+    repo = scratch / "restic"
     try:
-        sources: dict[str, Path] = {}
         files: list[Path] = []
         for v in volumes:
             sh("docker", "volume", "create", v)
-            mp = Path(sh("docker", "volume", "inspect", "-f", "{{.Mountpoint}}", v).strip())
-            files += fill(mp, rng, args.mib_per_user, args.files_per_user)
-            sources[v] = mp
-        total = sum(du(p) for p in sources.values())
-        mib = total / 2**20
+            files += fill(mountpoint(v), rng, args.mib_per_user, args.files_per_user)
+        sources = {v: mountpoint(v) for v in volumes}
+        hostkit = Hostkit(scratch)
+        mib = sum(du(p) for p in sources.values()) / 2**20
         print(f"{len(volumes)} volumes, {len(files)} files, {mib:.0f} MiB")
         sh("sync")
 
-        t_tar = timed(tar_backup, sources, scratch / "tar1")
-        t_untar = timed(tar_restore, scratch / "tar1", scratch / "untar")
-        repo = scratch / "restic"
+        t = {"hostkit": timed(hostkit.backup), "tar": timed(tar_backup, sources, scratch / "tar1")}
         sh("restic", "init", "--repo", str(repo), env=env)
-        t_restic = timed(sh, "restic", "--repo", str(repo), "backup", "-q", *map(str, sources.values()),
-                         env=env)
-        t_unrestic = timed(sh, "restic", "--repo", str(repo), "restore", "latest", "-q",
-                           "--target", str(scratch / "unrestic"), env=env)
-        tar_size, restic_size = du(scratch / "tar1"), du(repo)
+        t["restic"] = timed(sh, "restic", "--repo", str(repo), "backup", "-q",
+                            *map(str, sources.values()), env=env)
+        r = {"hostkit": timed(hostkit.restore, volumes),
+             "tar": timed(tar_restore, scratch / "tar1", scratch / "untar"),
+             "restic": timed(sh, "restic", "--repo", str(repo), "restore", "latest", "-q", "--target",
+                             str(scratch / "unrestic"), env=env)}
+        sources = {v: mountpoint(v) for v in volumes}
+        files = [p for v in sources.values() for p in v.rglob("*") if p.is_file() and not p.is_symlink()]
+        size = {"hostkit": du(hostkit.dest), "tar": du(scratch / "tar1"), "restic": du(repo)}
 
-        changed = rng.sample(files, max(1, len(files) // 100))
-        for p in changed:
-            with p.open("r+b") as fh:
-                fh.seek(rng.randrange(max(1, p.stat().st_size)))
-                fh.write(rng.randbytes(64))
-        t_tar2 = timed(tar_backup, sources, scratch / "tar2")
-        t_restic2 = timed(sh, "restic", "--repo", str(repo), "backup", "-q", *map(str, sources.values()),
-                          env=env)
-        tar_added = du(scratch / "tar2")
-        restic_added = du(repo) - restic_size
+        count = max(1, len(files) // 100)
+        change(rng, files, count)
+        before = dict(size)
+        t2 = {"hostkit": timed(hostkit.backup), "tar": timed(tar_backup, sources, scratch / "tar2"),
+              "restic": timed(sh, "restic", "--repo", str(repo), "backup", "-q",
+                              *map(str, sources.values()), env=env)}
+        size2 = {"hostkit": du(hostkit.dest), "tar": du(scratch / "tar1") + du(scratch / "tar2"),
+                 "restic": du(repo)}
 
-        print(f"{'':28}{'tar (per volume)':>20}{'restic 0.14':>16}")
-        print(f"{'backup':28}{mib / t_tar:14.0f} MiB/s{mib / t_restic:10.0f} MiB/s")
-        print(f"{'restore':28}{mib / t_untar:14.0f} MiB/s{mib / t_unrestic:10.0f} MiB/s")
-        print(f"{'size on disk':28}{tar_size / 2**20:14.0f} MiB  {restic_size / 2**20:10.0f} MiB")
-        print(f"second backup, {len(changed)} files ({len(changed) * 100 / len(files):.0f} %) changed:")
-        print(f"{'  time':28}{t_tar2:16.1f} s{t_restic2:14.1f} s")
-        print(f"{'  bytes added':28}{tar_added / 2**20:14.1f} MiB{restic_added / 2**20:10.1f} MiB")
+        change(rng, [p for p in files if sources[volumes[0]] in p.parents], count)
+        t3 = {"hostkit": timed(hostkit.backup), "tar": timed(tar_backup, sources, scratch / "tar3"),
+              "restic": timed(sh, "restic", "--repo", str(repo), "backup", "-q",
+                              *map(str, sources.values()), env=env)}
+        size3 = {"hostkit": du(hostkit.dest), "tar": size2["tar"] + du(scratch / "tar3"), "restic": du(repo)}
+
+        kinds = ("hostkit", "tar", "restic")
+        print(f"{'':30}" + "".join(f"{k:>16}" for k in ("hostkit backup", "plain tar", "restic 0.14")))
+        print(f"{'backup (MiB/s)':30}" + "".join(f"{mib / t[k]:16.0f}" for k in kinds))
+        print(f"{'restore (MiB/s)':30}" + "".join(f"{mib / r[k]:16.0f}" for k in kinds))
+        print(f"{'size on disk (MiB)':30}" + "".join(f"{size[k] / 2**20:16.0f}" for k in kinds))
+        print(f"second backup, {count} files (1 %) changed across all volumes:")
+        print(f"{'  time (s)':30}" + "".join(f"{t2[k]:16.1f}" for k in kinds))
+        added2 = {k: (size2[k] - before[k]) / 2**20 for k in kinds}
+        print(f"{'  bytes added (MiB)':30}" + "".join(f"{added2[k]:16.1f}" for k in kinds))
+        print(f"third backup, {count} files changed in one volume:")
+        print(f"{'  time (s)':30}" + "".join(f"{t3[k]:16.1f}" for k in kinds))
+        added3 = {k: (size3[k] - size2[k]) / 2**20 for k in kinds}
+        print(f"{'  bytes added (MiB)':30}" + "".join(f"{added3[k]:16.1f}" for k in kinds))
     finally:
-        for v in volumes:
+        for v in [*volumes, f"{PREFIX}-hub"]:
             subprocess.run(["docker", "volume", "rm", "-f", v], capture_output=True, check=False)
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -158,6 +158,11 @@ def clean_partials(host: LocalHost, dest: str) -> list[str]:
     return removed
 
 
+def _owner(host: LocalHost, path: str) -> dict[str, int]:
+    st = host.stat(path)
+    return {"uid": st.st_uid, "gid": st.st_gid, "mode": stat.S_IMODE(st.st_mode)}
+
+
 # ---- making one --------------------------------------------------------------------------
 @dataclass
 class BackupRequest:
@@ -239,10 +244,12 @@ class BackupMaker:
         self.log(f"hub database from volume {hub_volume} (SQLite online backup)")
         self.host.sqlite_backup(f"{hub_dir}/{HUB_DB}", f"{work}/hub/{HUB_DB}")
         self.host.chmod(f"{work}/hub/{HUB_DB}", 0o600)
-        items.append(self._item(work, f"hub/{HUB_DB}", "hub-db", target=HUB_DB))
+        items.append(self._item(work, f"hub/{HUB_DB}", "hub-db", target=HUB_DB,
+                                **_owner(self.host, f"{hub_dir}/{HUB_DB}")))
         if self.host.exists(f"{hub_dir}/{COOKIE_SECRET}"):
             self._write(f"{work}/hub/{COOKIE_SECRET}", self.host.read_bytes(f"{hub_dir}/{COOKIE_SECRET}"))
-            items.append(self._item(work, f"hub/{COOKIE_SECRET}", "hub-file", target=COOKIE_SECRET))
+            items.append(self._item(work, f"hub/{COOKIE_SECRET}", "hub-file", target=COOKIE_SECRET,
+                                    **_owner(self.host, f"{hub_dir}/{COOKIE_SECRET}")))
         for src, rel in self.config_files():
             self._write(f"{work}/{rel}", self.host.read_bytes(src))
             items.append(self._item(work, rel, "config", target=src,
@@ -272,6 +279,7 @@ class BackupMaker:
             "jupyterhub_version": parse_versions(pins.read_text()).get("JUPYTERHUB_VERSION", ""),
             "deploy_dir": self.stack.directory,
             "hub_volume": hub_volume,
+            "hub_volume_owner": _owner(self.host, hub_dir),  # the hub may run as a user of its own
             "compose_project": env.get("COMPOSE_PROJECT_NAME", ENV_DEFAULTS["COMPOSE_PROJECT_NAME"]),
             "images": self._images(env),
             "users": users,

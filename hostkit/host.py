@@ -353,6 +353,12 @@ class LocalHost:
         except sqlite3.Error as exc:
             raise HostkitError(f"{path}: {exc}") from exc
 
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        try:
+            os.lchown(self.path(path), uid, gid)
+        except OSError as exc:
+            raise HostkitError(f"{path}: {exc.strerror or exc}") from exc
+
     def rmtree(self, path: str) -> None:
         shutil.rmtree(self.path(path), ignore_errors=True)
 

@@ -200,14 +200,21 @@ class Restorer:
         hub_volume = self.backup.manifest["hub_volume"]
         hub_dir = ensure_volume(self.host, hub_volume, {
             "com.docker.compose.project": project, "com.docker.compose.volume": "hub-data"})
+        volume_owner = self.backup.manifest.get("hub_volume_owner")
+        if volume_owner:  # a new volume is root's; the hub may run as its own user
+            self.host.chown(hub_dir, volume_owner["uid"], volume_owner["gid"])
+            self.host.chmod(hub_dir, volume_owner["mode"])
         target = f"{hub_dir}/{item['target']}"
         if self.host.exists(target):
             aside = f"{target}.replaced-{self.stamp}"
             self.host.rename(target, aside)
             report.kept.append(f"the previous {item['target']} is {aside} (volume {hub_volume})")
-        self.host.write_bytes(target + ".hostkit-incoming", self.host.read_bytes(
-            f"{self.backup.path}/{item['path']}"), mode=0o600 if item["kind"] == "hub-file" else 0o644)
-        self.host.rename(target + ".hostkit-incoming", target)
+        incoming = target + ".hostkit-incoming"
+        self.host.write_bytes(incoming, self.host.read_bytes(f"{self.backup.path}/{item['path']}"),
+                              mode=int(item.get("mode", 0o600)))
+        if "uid" in item:
+            self.host.chown(incoming, item["uid"], item["gid"])
+        self.host.rename(incoming, target)
         report.done.append(f"restored {item['target']} into volume {hub_volume}")
 
     def _config(self, d: Decision, report: RestoreReport) -> None:

@@ -97,6 +97,8 @@ def site(tmp_path: Path) -> tuple[VolumeHost, Stack]:
     _hub_db(host.path(f"{VOLUMES}/hostkit-hub-data/_data/jupyterhub.sqlite"),
             {"admin": True, "alice": True, "dave": False})
     host.write_bytes(f"{VOLUMES}/hostkit-hub-data/_data/jupyterhub_cookie_secret", b"cookie")
+    for p in ("", "/jupyterhub.sqlite", "/jupyterhub_cookie_secret"):  # a hub that is not root
+        os.chown(host.path(f"{VOLUMES}/hostkit-hub-data/_data{p}"), 1000, 1000)
     _user_files(host.path(f"{VOLUMES}/jupyterhub-user-alice/_data"))
     host.makedirs(f"{VOLUMES}/jupyterhub-user-bob/_data")
     (host.path(f"{VOLUMES}/jupyterhub-user-bob/_data") / "b.txt").write_text("bob")
@@ -197,7 +199,10 @@ def test_restore_into_an_empty_host_then_again_changes_nothing(site: tuple[Volum
     assert os.stat(data / "notes.ipynb").st_ino == os.stat(data / "hard link").st_ino
     assert host.stat(f"{DEPLOY}/.env").st_mode & 0o777 == 0o600
     assert "HOSTKIT_API_TOKEN=secret" in host.read_text(f"{DEPLOY}/.env")
-    assert host.exists(f"{VOLUMES}/hostkit-hub-data/_data/jupyterhub.sqlite")
+    for p in ("", "/jupyterhub.sqlite", "/jupyterhub_cookie_secret"):
+        st = host.stat(f"{VOLUMES}/hostkit-hub-data/_data{p}")
+        assert (st.st_uid, st.st_gid) == (1000, 1000), p
+    assert host.stat(f"{VOLUMES}/hostkit-hub-data/_data/jupyterhub_cookie_secret").st_mode & 0o777 == 0o600
     assert isinstance(stack, StoppedStack)
     assert stack.ups == 1
     again = Restorer(stack, backup, users=[], force=False).plan()
