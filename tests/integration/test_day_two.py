@@ -73,7 +73,19 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
         pytest.fail("these tests need a running dockerd")
     deployment = new_deployment(tmp_path_factory.mktemp("daytwo"))
-    deployment.up()
+    print(deployment.up().stderr)  # which images were built or reused
+    # Pin the images this deployment runs under tags of its own: the restore below starts
+    # the stack again, and on a shared machine the stack's tags may meanwhile point elsewhere.
+    pins = []
+    hub_image = docker_json("inspect", deployment.hub_container())[0]["Image"]
+    env = deployment.env()
+    for key, image in (("HOSTKIT_HUB_IMAGE", hub_image), ("HOSTKIT_NGINX_IMAGE", env["HOSTKIT_NGINX_IMAGE"]),
+                       ("HOSTKIT_NOTEBOOK_IMAGE", env["HOSTKIT_NOTEBOOK_IMAGE"])):
+        pin = f"{env[key].rsplit(':', 1)[0]}:{deployment.prefix}"
+        _docker("tag", image, pin)
+        pins.append(pin)
+        deployment.settings[key] = pin
+    deployment.up("--no-build")
     try:
         yield deployment
     finally:
@@ -81,6 +93,8 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         volumes = _docker("volume", "ls", "-q", "--filter", f"name={deployment.prefix}", check=False)
         for volume in volumes.stdout.split():
             _docker("volume", "rm", "-f", volume, check=False)
+        for pin in pins:
+            _docker("rmi", pin, check=False)
 
 
 @pytest.fixture(scope="module")
