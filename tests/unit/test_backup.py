@@ -12,7 +12,15 @@ from typing import Any, Optional
 import pytest
 from fakes import FakeHost
 
-from hostkit.backup import BackupMaker, BackupRequest, clean_partials, find_backup, list_backups, prune, verify
+from hostkit.backup import (
+    BackupMaker,
+    BackupRequest,
+    clean_partials,
+    find_backup,
+    list_backups,
+    prune,
+    verify,
+)
 from hostkit.errors import HostkitError, UsageError
 from hostkit.host import CommandResult
 from hostkit.restore import Restorer
@@ -155,7 +163,7 @@ def test_a_damaged_item_does_not_verify_and_restore_refuses_it(site: tuple[Volum
 
 def test_an_interrupted_backup_is_not_listed_and_the_next_one_removes_it(
         site: tuple[VolumeHost, Stack]) -> None:
-    host, stack = site
+    host, _stack = site
     host.makedirs("/backups/.partial-hostkit-20260101T000000Z/volumes")
     host.write_bytes("/backups/.partial-hostkit-20260101T000000Z/.pid", b"999999999")
     host.write_bytes("/backups/.partial-hostkit-20260101T000000Z/manifest.json", b"{}")
