@@ -131,10 +131,8 @@ class Restorer:
             if d.state == "differs" and d not in todo:
                 report.kept.append(f"kept the current {_describe(d.item)} (differs from the backup; "
                                    "--force replaces it)")
-        if not todo:
-            return report
-        whole = not self.users
-        self._quiesce(todo, report)
+        if todo:
+            self._quiesce(todo, report)
         for d in sorted(todo, key=lambda d: d.item["kind"] != "config"):
             kind = d.item["kind"]
             if kind == "volume":
@@ -143,7 +141,9 @@ class Restorer:
                 self._hub_file(d, report)
             else:
                 self._config(d, report)
-        if whole and self.host.exists(f"{self.stack.directory}/docker-compose.yml"):
+        # a whole restore ends with the stack up, also when an interrupted run had done the rest
+        deployed = self.host.exists(f"{self.stack.directory}/docker-compose.yml")
+        if not self.users and deployed and (todo or not self.stack.container_id("jupyterhub")):
             self.log("starting the stack")
             self.stack.up()
             report.done.append("started the stack")

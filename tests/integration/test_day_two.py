@@ -269,6 +269,30 @@ def test_destroy_everything_then_restore_brings_back_files_accounts_and_servers(
     assert "would refuse without --force: hub database" in again
 
 
+def test_kill_9_during_a_restore_then_a_rerun_converges(
+        dep: Deployment, dest: Path, people: dict[str, HubUser]) -> None:
+    files = {u: tree(dep.volume_name(u)) for u in ("alice", "bob")}
+    dep.cli("stack", "down")
+    for volume in (dep.volume_name("alice"), dep.volume_name("bob"), f"{dep.prefix}-hub-data"):
+        _docker("volume", "rm", volume)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hostkit", "restore", "latest", "--dest", str(dest), "--dir",
+         str(dep.directory)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+    volumes = Path(docker_json("info")["DockerRootDir"]) / "volumes"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(volumes.glob(f"{dep.prefix}-user-*/_data.hostkit-incoming")):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
+    again = dep.cli("restore", "latest", "--dest", str(dest))
+    assert "started the stack" in again.stdout, again.stdout + again.stderr
+    assert {u: tree(dep.volume_name(u)) for u in ("alice", "bob")} == files
+    assert not list(volumes.glob(f"{dep.prefix}-*/_data.hostkit-incoming"))
+    assert people["alice"].login()
+
+
 def test_one_users_restore_refuses_to_overwrite_changes_unless_forced_and_keeps_them(
         dep: Deployment, dest: Path, people: dict[str, HubUser]) -> None:
     alice = people["alice"]
