@@ -281,7 +281,8 @@ def test_kill_9_during_a_restore_then_a_rerun_converges(
         start_new_session=True)
     volumes = Path(docker_json("info")["DockerRootDir"]) / "volumes"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(volumes.glob(f"{dep.prefix}-user-*/_data.hostkit-incoming")):
+    incoming = f"{dep.prefix}-user-*/_data.hostkit-incoming"
+    while time.monotonic() < deadline and not list(volumes.glob(incoming)):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
