@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import sys
 import time
@@ -91,7 +92,7 @@ def _stop_idle(stack: Stack, idle_seconds: float = 3600) -> None:
         last = user.get("last_activity")
         if not user["server_running"] or not last:
             continue
-        seen = time.mktime(time.strptime(last[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        seen = calendar.timegm(time.strptime(last[:19], "%Y-%m-%dT%H:%M:%S"))
         if now - seen > idle_seconds and stop_server(stack, user["name"]):
             _echo(f"stopped {user['name']}'s idle server")
 
