@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stack_support import REPO, Deployment, HubUser, docker_json, new_deployment
+from stack_support import PACKAGE_SET, REPO, Deployment, HubUser, docker_json, new_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,6 +68,31 @@ def tree(volume: str) -> dict[str, Any]:
     return out
 
 
+def this_checkouts_hub_image() -> str:
+    """The hub image built from this checkout's stack/ (found by its input-hash label, even
+    when the shared tag was moved to another build meanwhile)."""
+    from hostkit.host import LocalHost
+    from hostkit.images import (
+        DEFAULT_MIRROR,
+        HASH_LABEL,
+        BuildOptions,
+        ImageBuilder,
+        input_hash,
+        resolve_ca_bundle,
+    )
+
+    host = LocalHost()
+    builder = ImageBuilder(host, BuildOptions(base="local", ca_bundle=resolve_ca_bundle(host, "system"),
+                                              mirror=DEFAULT_MIRROR, package_set=PACKAGE_SET))
+    debian = f"hostkit/debian:{builder.versions['DEBIAN_SUITE']}"
+    spec = builder.specs(debian, "unused")["hub"]
+    files = {k: c for k, (c, _) in builder._context_files(spec).items()}
+    wanted = input_hash(files, spec.build_args, builder.image_id(debian) or "", builder._ca)
+    ids = _docker("images", "-q", "--no-trunc", "--filter", f"label={HASH_LABEL}={wanted}").stdout.split()
+    assert ids, "stack up did not leave this checkout's hub image"
+    return ids[0]
+
+
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
@@ -77,7 +102,7 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     # Pin the images this deployment runs under tags of its own: the restore below starts
     # the stack again, and on a shared machine the stack's tags may meanwhile point elsewhere.
     pins = []
-    hub_image = docker_json("inspect", deployment.hub_container())[0]["Image"]
+    hub_image = this_checkouts_hub_image()
     env = deployment.env()
     for key, image in (("HOSTKIT_HUB_IMAGE", hub_image), ("HOSTKIT_NGINX_IMAGE", env["HOSTKIT_NGINX_IMAGE"]),
                        ("HOSTKIT_NOTEBOOK_IMAGE", env["HOSTKIT_NOTEBOOK_IMAGE"])):
