@@ -110,6 +110,9 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         _docker("tag", image, pin)
         pins.append(pin)
         deployment.settings[key] = pin
+    # and start afresh on them: the first start may have run another build's hub on the volume
+    deployment.cli("stack", "down")
+    _docker("volume", "rm", f"{deployment.prefix}-hub-data")
     deployment.up("--no-build")
     try:
         yield deployment
