@@ -89,8 +89,14 @@ def this_checkouts_hub_image() -> str:
     files = {k: c for k, (c, _) in builder._context_files(spec).items()}
     wanted = input_hash(files, spec.build_args, builder.image_id(debian) or "", builder._ca)
     ids = _docker("images", "-q", "--no-trunc", "--filter", f"label={HASH_LABEL}={wanted}").stdout.split()
-    assert ids, "stack up did not leave this checkout's hub image"
-    return ids[0]
+    # Builds share /var/lib/hostkit/build: a build racing another checkout's can carry this
+    # label with the other's Dockerfile. Keep the images whose user is the one ours sets.
+    dockerfile = builder.stack_dir / "hub" / "Dockerfile"
+    users = [line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("USER ")]
+    user = users[-1] if users else ""
+    ours = [i for i in ids if docker_json("inspect", i)[0]["Config"]["User"] == user]
+    assert ours, f"stack up did not leave a hub image built from {dockerfile}"
+    return ours[0]
 
 
 @pytest.fixture(scope="module")
