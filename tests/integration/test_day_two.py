@@ -313,7 +313,7 @@ def test_kill_9_during_a_restore_then_a_rerun_converges(
         [sys.executable, "-m", "hostkit", "restore", "latest", "--dest", str(dest), "--dir",
          str(dep.directory)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True)
-    volumes = Path(docker_json("info")["DockerRootDir"]) / "volumes"
+    volumes = Path(docker_json("info", "--format", "{{json .}}")["DockerRootDir"]) / "volumes"
     deadline = time.monotonic() + 120
     incoming = f"{dep.prefix}-user-*/_data.hostkit-incoming"
     while time.monotonic() < deadline and not list(volumes.glob(incoming)):
