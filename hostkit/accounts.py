@@ -9,6 +9,7 @@ the body travels on standard input, so a password never appears in a command lin
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -95,6 +96,16 @@ def delete_account(stack: Stack, name: str) -> list[str]:
     if not done:
         raise UsageError(f"no account named {name}", "`hostkit users list` shows them")
     return done
+
+
+def restore_signup(stack: Stack, name: str, password_hash: bytes, approved: bool) -> None:
+    """Bring back a deleted account (its password hash and approval) from a backup."""
+    body = {"password_b64": base64.b64encode(password_hash).decode(), "approved": approved}
+    status, text = hub_api(stack, "POST", f"/hostkit/signup/{name}", body)
+    if status == 405 or _missing_route(status, text):
+        raise HostkitError(*OLD_CONFIG)
+    if status != 201:
+        raise HostkitError(f"the hub refused to restore {name}'s account: {_message(text)}")
 
 
 def stop_server(stack: Stack, name: str) -> bool:

@@ -340,14 +340,14 @@ class LocalHost:
         except sqlite3.Error as exc:
             raise HostkitError(f"{src}: SQLite backup failed: {exc}") from exc
 
-    def sqlite_query(self, path: str, sql: str) -> list[tuple[Any, ...]]:
+    def sqlite_query(self, path: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query on a SQLite file."""
         import sqlite3
 
         try:
             db = sqlite3.connect(f"file:{self.path(path)}?mode=ro", uri=True, timeout=30)
             try:
-                return list(db.execute(sql).fetchall())
+                return list(db.execute(sql, tuple(params)).fetchall())
             finally:
                 db.close()
         except sqlite3.Error as exc:

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from hostkit.accounts import stop_server
-from hostkit.backup import TAR_FLAGS, BackupInfo, verify
+from hostkit.accounts import restore_signup, stop_server
+from hostkit.backup import HUB_DB, TAR_FLAGS, BackupInfo, verify
 from hostkit.errors import HostkitError, UsageError
 from hostkit.stack import Stack
 from hostkit.volumes import ensure_volume, tree_fingerprint, volume_mountpoint
@@ -107,7 +107,9 @@ class Restorer:
 
     def plan(self) -> RestoreReport:
         items = self.items()
-        problems = verify(self.host, self.backup, items)
+        # a users' restore reads accounts from the database: it is checked too
+        extra = [i for i in self.backup.manifest.get("items", []) if i["kind"] == "hub-db"] if self.users else []
+        problems = verify(self.host, self.backup, items + extra)
         if problems:
             raise HostkitError(f"{self.backup.path} does not verify: " + "; ".join(problems),
                                "use another backup; this one is damaged")
@@ -141,6 +143,8 @@ class Restorer:
                 self._hub_file(d, report)
             else:
                 self._config(d, report)
+        if self.users:
+            self._accounts(report)
         # a whole restore ends with the stack up, also when an interrupted run had done the rest
         deployed = self.host.exists(f"{self.stack.directory}/docker-compose.yml")
         if not self.users and deployed and (todo or not self.stack.container_id("jupyterhub")):
@@ -162,6 +166,21 @@ class Restorer:
         for d in todo:
             if stop_server(self.stack, d.item["user"]):
                 report.done.append(f"stopped {d.item['user']}'s server")
+
+    def _accounts(self, report: RestoreReport) -> None:
+        """Accounts deleted since the backup come back with their password and approval."""
+        if not self.stack.container_id("jupyterhub"):
+            return
+        live = {u["name"] for u in self.stack.users()}
+        db = f"{self.backup.path}/hub/{HUB_DB}"
+        for name in self.users:
+            if name in live:
+                continue
+            rows = self.host.sqlite_query(
+                db, "SELECT password, is_authorized FROM users_info WHERE username = ?", (name,))
+            if rows:
+                restore_signup(self.stack, name, bytes(rows[0][0]), bool(rows[0][1]))
+                report.done.append(f"restored the account {name} (password and approval as in the backup)")
 
     def _volume(self, d: Decision, report: RestoreReport) -> None:
         item = d.item

@@ -76,7 +76,22 @@ class PasswordAPIHandler(APIHandler):  # type: ignore[misc]
 
 
 class SignupAPIHandler(APIHandler):  # type: ignore[misc]
-    """DELETE /hub/hostkit/signup/NAME: remove a sign-up that never became a hub user."""
+    """/hub/hostkit/signup/NAME: DELETE removes a sign-up that never became a hub user;
+    POST {"password_b64", "approved"} brings one back from a backup (`hostkit restore --users`)."""
+
+    @needs_scope("admin:users")  # type: ignore[misc]
+    def post(self, name: str) -> None:
+        username = self.authenticator.normalize_username(name)
+        if UserInfo.find(self.db, username) is not None:
+            raise web.HTTPError(409, f"{username} has an account already (hostkit)")
+        body = self.get_json_body() or {}
+        password = base64.b64decode(str(body.get("password_b64", "")), validate=True)
+        if not password:
+            raise web.HTTPError(400, "no password hash (hostkit)")
+        self.db.add(UserInfo(username=username, password=password, is_authorized=bool(body.get("approved"))))
+        self.db.commit()
+        self.set_status(201)
+        self.write(json.dumps({"restored": username}))
 
     @needs_scope("admin:users")  # type: ignore[misc]
     def delete(self, name: str) -> None:

@@ -382,5 +382,9 @@ def test_delete_backs_up_the_volume_first_and_one_user_restore_brings_it_back(
     assert "bob" not in _users(dep)
     assert not bob.login()
     backup = proc.stdout.split("hostkit restore ", 1)[1].split()[0]
-    dep.cli("restore", backup, "--users", "bob")
+    restored = dep.cli("restore", backup, "--users", "bob")
     assert tree(dep.volume_name("bob")) == before
+    # the account comes back too, with its password and approval
+    assert "restored the account bob" in restored.stdout, restored.stdout
+    assert _users(dep)["bob"] == (True, False)
+    assert bob.login()
