@@ -108,7 +108,8 @@ class Restorer:
     def plan(self) -> RestoreReport:
         items = self.items()
         # a users' restore reads accounts from the database: it is checked too
-        extra = [i for i in self.backup.manifest.get("items", []) if i["kind"] == "hub-db"] if self.users else []
+        everything = self.backup.manifest.get("items", [])
+        extra = [i for i in everything if i["kind"] == "hub-db"] if self.users else []
         problems = verify(self.host, self.backup, items + extra)
         if problems:
             raise HostkitError(f"{self.backup.path} does not verify: " + "; ".join(problems),
