@@ -104,23 +104,24 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
         pytest.fail("these tests need a running dockerd")
     deployment = new_deployment(tmp_path_factory.mktemp("daytwo"))
-    print(deployment.up().stderr)  # which images were built or reused
-    # Pin the images this deployment runs under tags of its own: the restore below starts
-    # the stack again, and on a shared machine the stack's tags may meanwhile point elsewhere.
-    pins = []
-    hub_image = this_checkouts_hub_image()
-    env = deployment.env()
-    for key, image in (("HOSTKIT_HUB_IMAGE", hub_image), ("HOSTKIT_NGINX_IMAGE", env["HOSTKIT_NGINX_IMAGE"]),
-                       ("HOSTKIT_NOTEBOOK_IMAGE", env["HOSTKIT_NOTEBOOK_IMAGE"])):
-        pin = f"{env[key].rsplit(':', 1)[0]}:{deployment.prefix}"
-        _docker("tag", image, pin)
-        pins.append(pin)
-        deployment.settings[key] = pin
-    # and start afresh on them: the first start may have run another build's hub on the volume
-    deployment.cli("stack", "down")
-    _docker("volume", "rm", f"{deployment.prefix}-hub-data")
-    deployment.up("--no-build")
+    pins: list[str] = []
     try:
+        print(deployment.up().stderr)  # which images were built or reused
+        # Pin the images this deployment runs under tags of its own: the restore below starts
+        # the stack again, and on a shared machine the stack's tags may meanwhile point elsewhere.
+        hub_image = this_checkouts_hub_image()
+        env = deployment.env()
+        for key, image in (("HOSTKIT_HUB_IMAGE", hub_image),
+                           ("HOSTKIT_NGINX_IMAGE", env["HOSTKIT_NGINX_IMAGE"]),
+                           ("HOSTKIT_NOTEBOOK_IMAGE", env["HOSTKIT_NOTEBOOK_IMAGE"])):
+            pin = f"{env[key].rsplit(':', 1)[0]}:{deployment.prefix}"
+            _docker("tag", image, pin)
+            pins.append(pin)
+            deployment.settings[key] = pin
+        # and start afresh on them: the first start may have run another build's hub on the volume
+        deployment.cli("stack", "down")
+        _docker("volume", "rm", f"{deployment.prefix}-hub-data")
+        deployment.up("--no-build")
         yield deployment
     finally:
         deployment.cli("stack", "down", check=False)
