@@ -175,6 +175,13 @@ app.add_typer(_stack_app, name="stack")
 app.add_typer(_users_app, name="users")
 app.command("certs")(_certs)
 
+# backup, restore and the day-two `users` commands (registered on users_app when imported)
+from hostkit.cli_backup import backup as _backup  # noqa: E402
+from hostkit.cli_backup import restore as _restore  # noqa: E402
+
+app.command("backup")(_backup)
+app.command("restore")(_restore)
+
 
 def main() -> None:
     """Entry point: expected failures print one line and a hint (in HostkitGroup), never a

@@ -8,6 +8,7 @@ and subclass it to answer commands from a table instead of running them.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import logging
 import os
 import re
@@ -303,6 +304,143 @@ class LocalHost:
             raise
         log.debug("dns %s @%s -> %s", name, server, answer)
         return answer
+
+    # ---- bulk data (backups) -----------------------------------------------------
+    def stream_to_file(self, argv: Sequence[str], dest: str, *, mode: int = 0o600,
+                       on_bytes: Callable[[int], None] = lambda _: None) -> tuple[int, str]:
+        """Write argv's stdout to dest (created with mode); returns its size and sha256."""
+        return self._pipe(argv, dest, to_file=True, mode=mode, on_bytes=on_bytes)
+
+    def stream_from_file(self, argv: Sequence[str], src: str, *,
+                         on_bytes: Callable[[int], None] = lambda _: None) -> tuple[int, str]:
+        """Feed src to argv's stdin; returns the size and sha256 of what was fed."""
+        return self._pipe(argv, src, to_file=False, mode=0, on_bytes=on_bytes)
+
+    def _pipe(self, argv: Sequence[str], path: str, *, to_file: bool, mode: int,
+              on_bytes: Callable[[int], None]) -> tuple[int, str]:
+        argv = [str(a) for a in argv]
+        log.debug("$ %s %s %s", shlex.join(argv), ">" if to_file else "<", path)
+        real = self.path(path)
+        digest, total = hashlib.sha256(), 0
+        fh: Any
+        try:
+            if to_file:
+                fh = os.fdopen(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb")
+            else:
+                fh = real.open("rb")
+        except OSError as exc:
+            raise HostkitError(f"{path}: {exc.strerror or exc}") from exc
+        with fh, tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE if to_file else subprocess.DEVNULL,
+                                        stdin=None if to_file else subprocess.PIPE, stderr=err,
+                                        env=self._full_env(None))
+            except FileNotFoundError as exc:
+                raise HostkitError(f"{argv[0]}: command not found") from exc
+            stream = proc.stdout if to_file else proc.stdin
+            assert stream is not None  # noqa: S101 - a pipe was asked for
+            try:
+                while True:
+                    chunk = stream.read(1 << 20) if to_file else fh.read(1 << 20)
+                    if not chunk:
+                        break
+                    (fh.write if to_file else stream.write)(chunk)
+                    digest.update(chunk)
+                    total += len(chunk)
+                    on_bytes(total)
+                if to_file:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BrokenPipeError:
+                pass  # the command stopped reading: its exit status says why
+            finally:
+                stream.close()
+                rc = proc.wait()
+            err.seek(0)
+            stderr = err.read().decode("utf-8", "replace")
+        log.debug("  -> exit %d, %d bytes\n%s", rc, total, _indent(stderr))
+        if rc != 0:
+            raise CommandError(argv, rc, stderr)
+        return total, digest.hexdigest()
+
+    def file_digest(self, path: str) -> tuple[int, str]:
+        """Size and sha256 of a file."""
+        digest, total = hashlib.sha256(), 0
+        try:
+            with self.path(path).open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+                    total += len(chunk)
+        except OSError as exc:
+            raise HostkitError(f"{path}: {exc.strerror or exc}") from exc
+        return total, digest.hexdigest()
+
+    def write_bytes(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
+        """Write a new file with mode (no backup: callers decide what to keep)."""
+        real = self.path(path)
+        real.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(real, mode)
+
+    def sqlite_backup(self, src: str, dest: str) -> None:
+        """A consistent copy of a live SQLite database (SQLite's online backup API)."""
+        import sqlite3
+
+        uri = f"file:{self.path(src)}?mode=ro"
+        try:
+            source = sqlite3.connect(uri, uri=True, timeout=60)
+            target = sqlite3.connect(str(self.path(dest)))
+            with source, target:
+                source.backup(target)
+            source.close()
+            target.close()
+        except sqlite3.Error as exc:
+            raise HostkitError(f"{src}: SQLite backup failed: {exc}") from exc
+
+    def sqlite_query(self, path: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on a SQLite file."""
+        import sqlite3
+
+        try:
+            db = sqlite3.connect(f"file:{self.path(path)}?mode=ro", uri=True, timeout=30)
+            try:
+                return list(db.execute(sql, tuple(params)).fetchall())
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise HostkitError(f"{path}: {exc}") from exc
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        try:
+            os.lchown(self.path(path), uid, gid)
+        except OSError as exc:
+            raise HostkitError(f"{path}: {exc.strerror or exc}") from exc
+
+    def rmtree(self, path: str) -> None:
+        shutil.rmtree(self.path(path), ignore_errors=True)
+
+    def walk_tree(self, path: str) -> list[tuple[str, os.stat_result, str]]:
+        """(relative path, lstat, symlink target) for everything under path, sorted."""
+        base = self.path(path)
+        out: list[tuple[str, os.stat_result, str]] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            for name in dirnames + filenames:
+                full = os.path.join(dirpath, name)
+                st = os.lstat(full)
+                target = os.readlink(full) if os.path.islink(full) else ""
+                out.append((os.path.relpath(full, base), st, target))
+        return sorted(out, key=lambda row: row[0])
+
+    def pid_alive(self, pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
     # ---- docker ------------------------------------------------------------------
     def docker(self, timeout: float = 10) -> Any:

@@ -48,6 +48,8 @@ class Settings:
     egress_target: str = "pypi.org:443"  # where a container must be able to open TCP
     max_container_log_mib: int = 500
     min_free_gib: float = 10.0
+    backup_dir: str = "/var/backups/hostkit"  # where `hostkit backup` writes, and the doctor looks
+    backup_max_age_hours: float = 36.0  # older than this, the last good backup is a warning
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

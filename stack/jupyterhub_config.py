@@ -53,6 +53,56 @@ class ApproveAPIHandler(APIHandler):  # type: ignore[misc]
         self.write(json.dumps({"approved": name, "changed": changed}))
 
 
+class PasswordAPIHandler(APIHandler):  # type: ignore[misc]
+    """POST /hub/hostkit/password/NAME {"password": ...}: `hostkit users reset-password`.
+
+    NativeAuthenticator's admin page for this needs an admin's browser session; here the
+    hub's own authenticator applies its strength rules and lifts a lockout.
+    """
+
+    @needs_scope("admin:users")  # type: ignore[misc]
+    def post(self, name: str) -> None:
+        auth = self.authenticator
+        if UserInfo.find(self.db, auth.normalize_username(name)) is None:
+            raise web.HTTPError(404, f"no sign-up for {name} (hostkit)")
+        password = str((self.get_json_body() or {}).get("password", ""))
+        if not auth.is_password_strong(password):
+            raise web.HTTPError(
+                400, f"the password must have at least {auth.minimum_password_length} characters "
+                "and not be a common one")
+        auth.change_password(name, password)
+        auth.successful_login(auth.normalize_username(name))  # forget failed attempts
+        self.write(json.dumps({"changed": name}))
+
+
+class SignupAPIHandler(APIHandler):  # type: ignore[misc]
+    """/hub/hostkit/signup/NAME: DELETE removes a sign-up that never became a hub user;
+    POST {"password_b64", "approved"} brings one back from a backup (`hostkit restore --users`)."""
+
+    @needs_scope("admin:users")  # type: ignore[misc]
+    def post(self, name: str) -> None:
+        username = self.authenticator.normalize_username(name)
+        if UserInfo.find(self.db, username) is not None:
+            raise web.HTTPError(409, f"{username} has an account already (hostkit)")
+        body = self.get_json_body() or {}
+        password = base64.b64decode(str(body.get("password_b64", "")), validate=True)
+        if not password:
+            raise web.HTTPError(400, "no password hash (hostkit)")
+        self.db.add(UserInfo(username=username, password=password, is_authorized=bool(body.get("approved"))))
+        self.db.commit()
+        self.set_status(201)
+        self.write(json.dumps({"restored": username}))
+
+    @needs_scope("admin:users")  # type: ignore[misc]
+    def delete(self, name: str) -> None:
+        info = UserInfo.find(self.db, self.authenticator.normalize_username(name))
+        if info is None:
+            raise web.HTTPError(404, f"no sign-up for {name} (hostkit)")
+        self.db.delete(info)
+        self.db.commit()
+        self.set_status(204)
+
+
 class HostkitAuthenticator(NativeAuthenticator):
     """NativeAuthenticator whose admin account is made by the installer, never at sign-up.
 
@@ -68,7 +118,12 @@ class HostkitAuthenticator(NativeAuthenticator):
 
     def get_handlers(self, app: object) -> list[tuple[str, type]]:
         handlers: list[tuple[str, type]] = super().get_handlers(app)
-        return [*handlers, (r"/hostkit/approve/([^/]+)", ApproveAPIHandler)]
+        return [
+            *handlers,
+            (r"/hostkit/approve/([^/]+)", ApproveAPIHandler),
+            (r"/hostkit/password/([^/]+)", PasswordAPIHandler),
+            (r"/hostkit/signup/([^/]+)", SignupAPIHandler),
+        ]
 
     def _ensure_admin_record(self) -> None:
         encoded = os.environ.get("HOSTKIT_ADMIN_HASH_B64", "").strip()
@@ -150,12 +205,12 @@ roles: list[dict[str, object]] = [
 ]
 api_token = os.environ.get("HOSTKIT_API_TOKEN", "").strip()
 if api_token:
-    # `hostkit users approve` acts through the hub with this token, and only on users.
+    # `hostkit users` acts through the hub with this token, on users and their servers.
     services.append({"name": "hostkit", "api_token": api_token})
     roles.append(
         {
             "name": "hostkit",
-            "scopes": ["admin:users", "list:users", "read:servers"],
+            "scopes": ["admin:users", "list:users", "read:servers", "servers"],
             "services": ["hostkit"],
         }
     )

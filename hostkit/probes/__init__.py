@@ -29,6 +29,7 @@ def probe(name: str) -> Callable[[Probe], Probe]:
 def _load() -> None:
     # importing the modules registers their probes
     from hostkit.probes import (  # noqa: F401
+        backup,
         containers,
         daemon,
         docker_engine,

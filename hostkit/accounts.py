@@ -1,0 +1,145 @@
+"""Accounts on the live hub: delete, reset a password, volumes per user.
+
+Changes go through the hub's own REST API (the `hostkit` service token in .env), never by
+writing the database behind the hub's back: JupyterHub keeps ORM objects in memory
+(`expire_on_commit=False`), so a row changed by another process is not seen until a
+restart. The request is made from inside the hub container (the API listens there only);
+the body travels on standard input, so a password never appears in a command line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from hostkit.errors import HostkitError, UsageError
+from hostkit.stack import Stack
+from hostkit.volumes import tree_fingerprint, user_volumes, volume_mountpoint
+
+# Run by the hub container's python3; reads {"method", "path", "body"} on stdin.
+HUB_API_CLIENT = r"""
+import json, os, sys, urllib.error, urllib.request
+req = json.load(sys.stdin)
+body = req.get("body")
+r = urllib.request.Request(
+    "http://127.0.0.1:8081/hub" + req["path"], method=req["method"],
+    data=None if body is None else json.dumps(body).encode(),
+    headers={"Authorization": "token " + os.environ.get("HOSTKIT_API_TOKEN", ""),
+             "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(r, timeout=120) as resp:
+        status, text = resp.status, resp.read().decode()
+except urllib.error.HTTPError as exc:
+    status, text = exc.code, exc.read().decode()
+print(json.dumps({"status": status, "body": text}))
+"""
+
+
+def hub_api(stack: Stack, method: str, path: str, body: Optional[dict[str, Any]] = None) -> tuple[int, str]:
+    """(HTTP status, body) of a request to the hub's API as the `hostkit` service."""
+    cid = stack.hub_container()
+    result = stack.host.run(
+        ["docker", "exec", "-i", cid, "python3", "-c", HUB_API_CLIENT],
+        input=json.dumps({"method": method, "path": path, "body": body}),
+        timeout=180,
+    )
+    try:
+        answer = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise HostkitError(f"the hub API call failed: {(result.stderr or result.stdout).strip()[-300:]}") \
+            from exc
+    return int(answer["status"]), str(answer["body"])
+
+
+def _message(text: str) -> str:
+    try:
+        return str(json.loads(text).get("message", text))
+    except (ValueError, AttributeError):
+        return text.strip()[:300]
+
+
+def _missing_route(status: int, text: str) -> bool:
+    """A 404 from the hub itself (no such handler), not from hostkit's handlers."""
+    return status == 404 and "(hostkit)" not in _message(text)
+
+
+OLD_CONFIG = ("the hub runs an older jupyterhub_config.py without hostkit's account API",
+              "run `hostkit stack up`, then `docker restart` the hub container")
+
+
+def reset_password(stack: Stack, name: str, password: str) -> None:
+    """Set a user's password (NativeAuthenticator's strength rules apply) and lift a lockout."""
+    status, text = hub_api(stack, "POST", f"/hostkit/password/{name}", {"password": password})
+    if _missing_route(status, text):
+        raise HostkitError(*OLD_CONFIG)
+    if status == 404:
+        raise UsageError(f"no account named {name}", "`hostkit users list` shows them")
+    if status != 200:
+        raise UsageError(f"the hub refused the password: {_message(text)}")
+
+
+def delete_account(stack: Stack, name: str) -> list[str]:
+    """Remove the account (its server is stopped first) and its sign-up; the volume stays."""
+    done = []
+    status, text = hub_api(stack, "DELETE", f"/api/users/{name}")
+    if status in (200, 204):
+        done.append(f"deleted hub user {name} (server stopped)")
+    elif status != 404:
+        raise HostkitError(f"the hub refused to delete {name}: HTTP {status} {_message(text)}")
+    status, text = hub_api(stack, "DELETE", f"/hostkit/signup/{name}")
+    if _missing_route(status, text):
+        raise HostkitError(*OLD_CONFIG)
+    if status in (200, 204):
+        done.append(f"deleted the sign-up of {name}")
+    if not done:
+        raise UsageError(f"no account named {name}", "`hostkit users list` shows them")
+    return done
+
+
+def restore_signup(stack: Stack, name: str, password_hash: bytes, approved: bool) -> None:
+    """Bring back a deleted account (its password hash and approval) from a backup."""
+    body = {"password_b64": base64.b64encode(password_hash).decode(), "approved": approved}
+    status, text = hub_api(stack, "POST", f"/hostkit/signup/{name}", body)
+    if status == 405 or _missing_route(status, text):
+        raise HostkitError(*OLD_CONFIG)
+    if status != 201:
+        raise HostkitError(f"the hub refused to restore {name}'s account: {_message(text)}")
+
+
+def stop_server(stack: Stack, name: str) -> bool:
+    """Stop a user's server through the hub; True when one was running."""
+    status, text = hub_api(stack, "DELETE", f"/api/users/{name}/server")
+    if status in (202, 204):
+        for _ in range(60):
+            status, text = hub_api(stack, "GET", f"/api/users/{name}")
+            if status != 200 or not json.loads(text).get("servers"):
+                return True
+            stack.host.run(["sleep", "2"])
+        raise HostkitError(f"{name}'s server did not stop within two minutes")
+    return False
+
+
+@dataclass(frozen=True)
+class VolumeUsage:
+    user: str
+    volume: str
+    bytes: int
+    account: Optional[bool]  # False: nobody of that name has an account; None: hub not running
+
+
+def volume_usage(stack: Stack) -> list[VolumeUsage]:
+    """Each user volume with its size and whether its user still has an account."""
+    env = stack.env()
+    accounts: Optional[set[str]]
+    try:
+        accounts = {u["name"] for u in stack.users()}
+    except HostkitError:
+        accounts = None
+    out = []
+    for user, volume in user_volumes(stack.host, env).items():
+        mountpoint = volume_mountpoint(stack.host, volume)
+        size = tree_fingerprint(stack.host, mountpoint)[2] if mountpoint else 0
+        out.append(VolumeUsage(user, volume, size, None if accounts is None else user in accounts))
+    return out

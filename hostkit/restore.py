@@ -1,0 +1,258 @@
+"""Restore a backup made by hostkit.backup: the whole hub, or some users' volumes.
+
+Order: verify the manifest's sha256 for everything about to be used; judge every target
+(missing, same as the backup, or different); refuse before changing anything when a user
+volume or the hub database differs and --force was not given; then apply. A replaced
+volume's files move into the volume `NAME.replaced-TIME` and a replaced database stays in
+the hub volume as `jupyterhub.sqlite.replaced-TIME`: nothing is lost. A volume is extracted
+beside its `_data` and swapped in when complete, so an interrupted restore leaves either
+the old or the new tree, and a second run converges (a restored volume is "same").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hostkit.accounts import restore_signup, stop_server
+from hostkit.backup import HUB_DB, TAR_FLAGS, BackupInfo, verify
+from hostkit.errors import HostkitError, UsageError
+from hostkit.stack import Stack
+from hostkit.volumes import ensure_volume, tree_fingerprint, volume_mountpoint
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class Decision:
+    item: dict[str, Any]
+    state: str  # "missing", "same", "differs"
+    detail: str = ""
+
+
+@dataclass
+class RestoreReport:
+    decisions: list[Decision]
+    done: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # what was replaced, and where it is now
+
+
+class Restorer:
+    def __init__(self, stack: Stack, backup: BackupInfo, *, users: list[str], force: bool,
+                 log: Log = _quiet) -> None:
+        self.stack = stack
+        self.host = stack.host
+        self.backup = backup
+        self.users = users
+        self.force = force
+        self.log = log
+        self.stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+    # ---- what to restore -----------------------------------------------------------
+    def items(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.backup.manifest.get("items", [])
+        if not self.users:
+            return [i for i in items if i["kind"] != "pins"]
+        volumes = {i["user"]: i for i in items if i["kind"] == "volume"}
+        missing = [u for u in self.users if u not in volumes]
+        if missing:
+            raise UsageError(f"{self.backup.name} holds no volume of {', '.join(missing)}",
+                             f"users in it: {', '.join(volumes) or 'none'}")
+        return [volumes[u] for u in self.users]
+
+    def judge(self, item: dict[str, Any]) -> Decision:
+        if item["kind"] == "volume":
+            return self._judge_volume(item)
+        if item["kind"] in ("hub-db", "hub-file"):
+            return self._judge_hub_file(item)
+        target = item["target"]
+        if not self.host.exists(target):
+            return Decision(item, "missing")
+        same = self.host.file_digest(target)[1] == item["sha256"]
+        return Decision(item, "same" if same else "differs")
+
+    def _judge_volume(self, item: dict[str, Any]) -> Decision:
+        mountpoint = volume_mountpoint(self.host, item["volume"])
+        if mountpoint is None or not self.host.listdir(mountpoint):
+            return Decision(item, "missing")
+        live = tree_fingerprint(self.host, mountpoint)
+        if live[0] == item["fingerprint"]:
+            return Decision(item, "same")
+        return Decision(item, "differs", f"{live[1]} entries, {live[2]} bytes now; "
+                        f"{item['entries']} entries, {item['bytes']} bytes in the backup")
+
+    def _judge_hub_file(self, item: dict[str, Any]) -> Decision:
+        hub_dir = volume_mountpoint(self.host, self.backup.manifest["hub_volume"])
+        path = f"{hub_dir}/{item['target']}"
+        if hub_dir is None or not self.host.exists(path):
+            return Decision(item, "missing")
+        if self.host.file_digest(path)[1] == item["sha256"]:
+            return Decision(item, "same")
+        if item["kind"] == "hub-db" and self._fresh_hub(path):
+            return Decision(item, "missing", "a new hub: no user but the admin")
+        return Decision(item, "differs")
+
+    def _fresh_hub(self, db: str) -> bool:
+        admin = self.stack.read_env().get("HOSTKIT_ADMIN", "admin")
+        try:
+            names = {r[0] for r in self.host.sqlite_query(db, "SELECT username FROM users_info")}
+        except HostkitError:
+            names = set()
+        return names <= {admin}
+
+    def plan(self) -> RestoreReport:
+        items = self.items()
+        # a users' restore reads accounts from the database: it is checked too
+        everything = self.backup.manifest.get("items", [])
+        extra = [i for i in everything if i["kind"] == "hub-db"] if self.users else []
+        problems = verify(self.host, self.backup, items + extra)
+        if problems:
+            raise HostkitError(f"{self.backup.path} does not verify: " + "; ".join(problems),
+                               "use another backup; this one is damaged")
+        return RestoreReport([self.judge(i) for i in items])
+
+    def refusals(self, report: RestoreReport) -> list[str]:
+        if self.force:
+            return []
+        return [_describe(d.item) + (f" ({d.detail})" if d.detail else "")
+                for d in report.decisions if d.state == "differs" and d.item["kind"] in ("volume", "hub-db")]
+
+    # ---- doing it ------------------------------------------------------------------
+    def apply(self, report: RestoreReport) -> RestoreReport:
+        refused = self.refusals(report)
+        if refused:
+            raise UsageError("these differ from the backup and would be overwritten: " + "; ".join(refused),
+                             "--force replaces them and keeps what it replaces")
+        todo = [d for d in report.decisions if d.state == "missing" or (d.state == "differs" and (
+            self.force or d.item["kind"] in ("volume", "hub-db")))]
+        for d in report.decisions:
+            if d.state == "differs" and d not in todo:
+                report.kept.append(f"kept the current {_describe(d.item)} (differs from the backup; "
+                                   "--force replaces it)")
+        if todo:
+            self._quiesce(todo, report)
+        for d in sorted(todo, key=lambda d: d.item["kind"] != "config"):
+            kind = d.item["kind"]
+            if kind == "volume":
+                self._volume(d, report)
+            elif kind in ("hub-db", "hub-file"):
+                self._hub_file(d, report)
+            else:
+                self._config(d, report)
+        if self.users:
+            self._accounts(report)
+        # a whole restore ends with the stack up, also when an interrupted run had done the rest
+        deployed = self.host.exists(f"{self.stack.directory}/docker-compose.yml")
+        if not self.users and deployed and (todo or not self.stack.container_id("jupyterhub")):
+            self.log("starting the stack")
+            self.stack.up()
+            report.done.append("started the stack")
+        return report
+
+    def _quiesce(self, todo: list[Decision], report: RestoreReport) -> None:
+        """Nothing may write what is restored: the whole stack, or the users' servers, stop."""
+        deployed = self.host.exists(f"{self.stack.directory}/.env")
+        if not deployed or not self.stack.container_id("jupyterhub"):
+            return
+        if not self.users:
+            self.log("stopping the stack (users' servers too)")
+            self.stack.down()
+            report.done.append("stopped the stack")
+            return
+        for d in todo:
+            if stop_server(self.stack, d.item["user"]):
+                report.done.append(f"stopped {d.item['user']}'s server")
+
+    def _accounts(self, report: RestoreReport) -> None:
+        """Accounts deleted since the backup come back with their password and approval."""
+        if not self.stack.container_id("jupyterhub"):
+            return
+        live = {u["name"] for u in self.stack.users()}
+        db = f"{self.backup.path}/hub/{HUB_DB}"
+        for name in self.users:
+            if name in live:
+                continue
+            rows = self.host.sqlite_query(
+                db, "SELECT password, is_authorized FROM users_info WHERE username = ?", (name,))
+            if rows:
+                restore_signup(self.stack, name, bytes(rows[0][0]), bool(rows[0][1]))
+                report.done.append(f"restored the account {name} (password and approval as in the backup)")
+
+    def _volume(self, d: Decision, report: RestoreReport) -> None:
+        item = d.item
+        volume = item["volume"]
+        mountpoint = ensure_volume(self.host, volume)
+        incoming = f"{mountpoint}.hostkit-incoming"
+        self.host.rmtree(incoming)  # what an interrupted restore left
+        self.host.makedirs(incoming, mode=0o700)
+        self.log(f"{volume}: extracting {item['bytes'] / 2**20:.1f} MiB")
+        last = [time.monotonic()]
+
+        def progress(done: int) -> None:
+            if time.monotonic() - last[0] >= 2:
+                last[0] = time.monotonic()
+                self.log(f"{volume}: {done * 100 // max(item['size'], 1)} %")
+
+        argv = ["tar", "-C", str(self.host.path(incoming)), *TAR_FLAGS, "--same-owner", "-xpf", "-"]
+        _, digest = self.host.stream_from_file(argv, f"{self.backup.path}/{item['path']}", on_bytes=progress)
+        if digest != item["sha256"]:
+            self.host.rmtree(incoming)
+            raise HostkitError(f"{item['path']} changed while it was read: nothing restored into {volume}")
+        if d.state == "differs":
+            aside = f"{volume}.replaced-{self.stamp}"
+            aside_dir = ensure_volume(self.host, aside)
+            self.host.rmtree(aside_dir)
+            self.host.rename(mountpoint, aside_dir)
+            report.kept.append(f"{volume}'s files before the restore are in volume {aside}")
+        else:
+            self.host.rmtree(mountpoint)
+        self.host.rename(incoming, mountpoint)
+        report.done.append(f"restored volume {volume} ({item['entries']} entries) for {item['user']}")
+
+    def _hub_file(self, d: Decision, report: RestoreReport) -> None:
+        item = d.item
+        project = self.backup.manifest.get("compose_project", "hostkit")
+        hub_volume = self.backup.manifest["hub_volume"]
+        hub_dir = ensure_volume(self.host, hub_volume, {
+            "com.docker.compose.project": project, "com.docker.compose.volume": "hub-data"})
+        volume_owner = self.backup.manifest.get("hub_volume_owner")
+        if volume_owner:  # a new volume is root's; the hub may run as its own user
+            self.host.chown(hub_dir, volume_owner["uid"], volume_owner["gid"])
+            self.host.chmod(hub_dir, volume_owner["mode"])
+        target = f"{hub_dir}/{item['target']}"
+        if self.host.exists(target):
+            aside = f"{target}.replaced-{self.stamp}"
+            self.host.rename(target, aside)
+            report.kept.append(f"the previous {item['target']} is {aside} (volume {hub_volume})")
+        incoming = target + ".hostkit-incoming"
+        self.host.write_bytes(incoming, self.host.read_bytes(f"{self.backup.path}/{item['path']}"),
+                              mode=int(item.get("mode", 0o600)))
+        if "uid" in item:
+            self.host.chown(incoming, item["uid"], item["gid"])
+        self.host.rename(incoming, target)
+        report.done.append(f"restored {item['target']} into volume {hub_volume}")
+
+    def _config(self, d: Decision, report: RestoreReport) -> None:
+        item = d.item
+        data = self.host.read_bytes(f"{self.backup.path}/{item['path']}")
+        target = item["target"]
+        mode = int(item.get("mode", 0o600))
+        if self.host.exists(target):
+            aside = f"{target}.replaced-{self.stamp}"
+            self.host.rename(target, aside)
+            report.kept.append(f"the previous {target} is {aside}")
+        self.host.write_bytes(target, data, mode=mode)
+        report.done.append(f"restored {target}")
+
+
+def _describe(item: dict[str, Any]) -> str:
+    if item["kind"] == "volume":
+        return f"volume {item['volume']} ({item['user']})"
+    if item["kind"] == "hub-db":
+        return "hub database"
+    return str(item.get("target", item["path"]))

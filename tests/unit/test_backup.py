@@ -1,0 +1,282 @@
+"""Backups and restores on a temp root: Docker's volumes are directories, tar is the real one."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+from fakes import FakeHost
+
+from hostkit.backup import (
+    BackupMaker,
+    BackupRequest,
+    clean_partials,
+    find_backup,
+    list_backups,
+    prune,
+    verify,
+)
+from hostkit.errors import HostkitError, UsageError
+from hostkit.host import CommandResult
+from hostkit.restore import Restorer
+from hostkit.schedule import CRON_FILE, install_schedule
+from hostkit.settings import load_settings
+from hostkit.stack import Stack
+from hostkit.volumes import archive_fingerprint, tree_fingerprint, volume_pattern
+
+VOLUMES = "/var/lib/docker/volumes"
+DEPLOY = "/opt/hostkit"
+
+
+class VolumeHost(FakeHost):
+    """docker volume ls/inspect/create/rm over directories; every other command is real."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, binaries=("docker", "tar"))
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        key = tuple(str(a) for a in argv)
+        self.calls.append(key)
+        names = self.listdir(VOLUMES)
+        if key[:3] == ("docker", "volume", "ls"):
+            return CommandResult(key, 0, "\n".join(names) + "\n", "")
+        if key[:3] == ("docker", "volume", "inspect"):
+            if key[3] not in names:
+                return CommandResult(key, 1, "", "no such volume")
+            info = [{"Name": key[3], "Driver": "local", "Mountpoint": f"{VOLUMES}/{key[3]}/_data"}]
+            return CommandResult(key, 0, json.dumps(info), "")
+        if key[:3] == ("docker", "volume", "create"):
+            self.makedirs(f"{VOLUMES}/{key[-1]}/_data")
+            return CommandResult(key, 0, key[-1], "")
+        if key[:3] == ("docker", "image", "inspect"):
+            return CommandResult(key, 0, "sha256:" + "0" * 64 + "\n", "")
+        return CommandResult(key, 127, "", f"unexpected command {key}")
+
+
+class StoppedStack(Stack):
+    """A deployed stack whose containers are not running (no compose needed)."""
+
+    ups: int = 0
+
+    def container_id(self, service: str) -> Optional[str]:
+        return None
+
+    def up(self, timeout: float = 300) -> dict[str, dict[str, str]]:
+        self.ups += 1
+        return {}
+
+
+def _hub_db(path: Path, users: dict[str, bool]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE users_info (username TEXT, password BLOB, is_authorized BOOLEAN)")
+    db.execute("CREATE TABLE users (name TEXT, admin BOOLEAN)")
+    for name, approved in users.items():
+        db.execute("INSERT INTO users_info VALUES (?, ?, ?)", (name, b"hash", approved))
+    db.execute("INSERT INTO users VALUES ('admin', 1)")
+    db.commit()
+    db.close()
+
+
+def _user_files(data: Path) -> None:
+    (data / "odd dir ünï").mkdir(parents=True)
+    (data / "odd dir ünï" / "a b (1) 🐍.txt").write_text("odd\n")
+    (data / "notes.ipynb").write_text('{"cells": []}')
+    os.link(data / "notes.ipynb", data / "hard link")
+    os.symlink("notes.ipynb", data / "link")
+    (data / "big.bin").write_bytes(os.urandom(300_000))
+    for p in [data, *data.rglob("*")]:
+        os.lchown(p, 1000, 100)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[VolumeHost, Stack]:
+    host = VolumeHost(tmp_path)
+    host.files({f"{DEPLOY}/.env": "HOSTKIT_ADMIN=admin\nHOSTKIT_API_TOKEN=secret\n",
+                f"{DEPLOY}/docker-compose.yml": "services: {}\n",
+                f"{DEPLOY}/certs/hostkit.key": "KEY\n",
+                "/etc/hostkit/hostkit.toml": "public_port = 9090\n"})
+    host.chmod(f"{DEPLOY}/.env", 0o600)
+    _hub_db(host.path(f"{VOLUMES}/hostkit-hub-data/_data/jupyterhub.sqlite"),
+            {"admin": True, "alice": True, "dave": False})
+    host.write_bytes(f"{VOLUMES}/hostkit-hub-data/_data/jupyterhub_cookie_secret", b"cookie")
+    for p in ("", "/jupyterhub.sqlite", "/jupyterhub_cookie_secret"):  # a hub that is not root
+        os.chown(host.path(f"{VOLUMES}/hostkit-hub-data/_data{p}"), 1000, 1000)
+    _user_files(host.path(f"{VOLUMES}/jupyterhub-user-alice/_data"))
+    host.makedirs(f"{VOLUMES}/jupyterhub-user-bob/_data")
+    (host.path(f"{VOLUMES}/jupyterhub-user-bob/_data") / "b.txt").write_text("bob")
+    return host, StoppedStack(host, DEPLOY)
+
+
+def _backup(stack: Stack, **kw: Any) -> Any:
+    return BackupMaker(stack, BackupRequest(dest="/backups", **kw)).run()
+
+
+def test_volume_pattern_takes_the_user_name_from_the_template() -> None:
+    pattern = volume_pattern({"HOSTKIT_USER_VOLUME": "hk1-user-{username}"})
+    assert pattern.match("hk1-user-alice").group(1) == "alice"  # type: ignore[union-attr]
+    assert pattern.match("jupyterhub-user-alice") is None
+
+
+def test_an_archive_and_the_tree_it_came_from_have_one_fingerprint(site: tuple[VolumeHost, Stack]) -> None:
+    host, stack = site
+    result = _backup(stack)
+    item = next(i for i in result.items if i.get("user") == "alice")
+    live = tree_fingerprint(host, f"{VOLUMES}/jupyterhub-user-alice/_data")
+    assert archive_fingerprint(host, f"{result.path}/{item['path']}") == live
+    assert item["fingerprint"] == live[0]
+
+
+def test_backup_writes_every_item_with_its_digest_and_root_only_modes(site: tuple[VolumeHost, Stack]) -> None:
+    host, stack = site
+    result = _backup(stack)
+    (listed,) = list_backups(host, "/backups")
+    assert listed.full
+    assert listed.path == result.path
+    paths = {i["path"] for i in listed.manifest["items"]}
+    assert {"hub/jupyterhub.sqlite", "hub/jupyterhub_cookie_secret", "config/deploy/.env",
+            "config/deploy/docker-compose.yml", "config/deploy/certs/hostkit.key",
+            "config/etc/hostkit.toml", "config/versions.env",
+            "volumes/jupyterhub-user-alice.tar", "volumes/jupyterhub-user-bob.tar"} == paths
+    users = {u["name"]: u["approved"] for u in listed.manifest["users"]}
+    assert users == {"admin": True, "alice": True, "dave": False}
+    assert verify(host, listed) == []
+    for p in [host.path("/backups"), *host.path("/backups").rglob("*")]:
+        assert p.stat().st_mode & 0o777 == (0o700 if p.is_dir() else 0o600), p
+
+
+def test_a_damaged_item_does_not_verify_and_restore_refuses_it(site: tuple[VolumeHost, Stack]) -> None:
+    host, stack = site
+    result = _backup(stack)
+    with host.path(f"{result.path}/volumes/jupyterhub-user-bob.tar").open("r+b") as fh:
+        fh.write(b"X")
+    backup = find_backup(host, "latest", "/backups")
+    assert [p.split(":")[0] for p in verify(host, backup)] == ["volumes/jupyterhub-user-bob.tar"]
+    with pytest.raises(HostkitError, match="does not verify"):
+        Restorer(stack, backup, users=[], force=False).plan()
+
+
+def test_an_interrupted_backup_is_not_listed_and_the_next_one_removes_it(
+        site: tuple[VolumeHost, Stack]) -> None:
+    host, _stack = site
+    host.makedirs("/backups/.partial-hostkit-20260101T000000Z/volumes")
+    host.write_bytes("/backups/.partial-hostkit-20260101T000000Z/.pid", b"999999999")
+    host.write_bytes("/backups/.partial-hostkit-20260101T000000Z/manifest.json", b"{}")
+    assert list_backups(host, "/backups") == []
+    assert clean_partials(host, "/backups") == [".partial-hostkit-20260101T000000Z"]
+    assert host.listdir("/backups") == []
+
+
+def test_unchanged_volumes_are_linked_and_keep_prunes_only_full_backups(
+        site: tuple[VolumeHost, Stack], monkeypatch: pytest.MonkeyPatch) -> None:
+    host, stack = site
+    stamps = iter(f"2026010{d}T000000Z" for d in range(1, 10))
+    monkeypatch.setattr("hostkit.backup.time.strftime",
+                        lambda fmt, *_: "hostkit-" + next(stamps) if fmt.startswith("hostkit-") else "x")
+    first = _backup(stack)
+    (host.path(f"{VOLUMES}/jupyterhub-user-bob/_data") / "new.txt").write_text("new")
+    second = _backup(stack)
+    assert second.linked == ["jupyterhub-user-alice"]
+    alice = "volumes/jupyterhub-user-alice.tar"
+    assert host.stat(f"{first.path}/{alice}").st_ino == host.stat(f"{second.path}/{alice}").st_ino
+    partial = _backup(stack, users=["bob"])
+    third = _backup(stack)
+    assert prune(host, "/backups", 1) == [first.name, second.name]
+    assert [b.name for b in list_backups(host, "/backups")] == [partial.name, third.name]
+    assert verify(host, list_backups(host, "/backups")[-1]) == []  # links survive the pruning
+
+
+def test_restore_into_an_empty_host_then_again_changes_nothing(site: tuple[VolumeHost, Stack]) -> None:
+    host, stack = site
+    before = tree_fingerprint(host, f"{VOLUMES}/jupyterhub-user-alice/_data")
+    _backup(stack)
+    for volume in ("jupyterhub-user-alice", "jupyterhub-user-bob", "hostkit-hub-data"):
+        host.rmtree(f"{VOLUMES}/{volume}")
+    host.unlink(f"{DEPLOY}/.env")
+    backup = find_backup(host, "latest", "/backups")
+    restorer = Restorer(stack, backup, users=[], force=False)
+    report = restorer.apply(restorer.plan())
+    assert any("restored volume jupyterhub-user-alice" in line for line in report.done)
+    assert tree_fingerprint(host, f"{VOLUMES}/jupyterhub-user-alice/_data") == before
+    data = host.path(f"{VOLUMES}/jupyterhub-user-alice/_data")
+    assert os.stat(data / "notes.ipynb").st_ino == os.stat(data / "hard link").st_ino
+    assert host.stat(f"{DEPLOY}/.env").st_mode & 0o777 == 0o600
+    assert "HOSTKIT_API_TOKEN=secret" in host.read_text(f"{DEPLOY}/.env")
+    for p in ("", "/jupyterhub.sqlite", "/jupyterhub_cookie_secret"):
+        st = host.stat(f"{VOLUMES}/hostkit-hub-data/_data{p}")
+        assert (st.st_uid, st.st_gid) == (1000, 1000), p
+    assert host.stat(f"{VOLUMES}/hostkit-hub-data/_data/jupyterhub_cookie_secret").st_mode & 0o777 == 0o600
+    assert isinstance(stack, StoppedStack)
+    assert stack.ups == 1
+    again = Restorer(stack, backup, users=[], force=False).plan()
+    assert {d.state for d in again.decisions} == {"same"}
+
+
+def test_a_changed_volume_is_refused_without_force_and_kept_aside_with_it(
+        site: tuple[VolumeHost, Stack]) -> None:
+    host, stack = site
+    before = tree_fingerprint(host, f"{VOLUMES}/jupyterhub-user-alice/_data")
+    _backup(stack)
+    host.unlink(f"{VOLUMES}/jupyterhub-user-alice/_data/notes.ipynb")
+    backup = find_backup(host, "latest", "/backups")
+    refused = Restorer(stack, backup, users=["alice"], force=False)
+    with pytest.raises(UsageError, match="would be overwritten"):
+        refused.apply(refused.plan())
+    forced = Restorer(stack, backup, users=["alice"], force=True)
+    report = forced.apply(forced.plan())
+    assert tree_fingerprint(host, f"{VOLUMES}/jupyterhub-user-alice/_data") == before
+    (aside,) = [n for n in host.listdir(VOLUMES) if n.startswith("jupyterhub-user-alice.replaced-")]
+    assert not host.exists(f"{VOLUMES}/{aside}/_data/notes.ipynb")
+    assert host.exists(f"{VOLUMES}/{aside}/_data/big.bin")
+    assert any(aside in line for line in report.kept)
+    with pytest.raises(UsageError, match="no volume of carol"):
+        Restorer(stack, backup, users=["carol"], force=False).plan()
+
+
+def test_a_new_hubs_database_is_replaced_without_force_but_a_used_one_is_not(
+        site: tuple[VolumeHost, Stack]) -> None:
+    host, stack = site
+    _backup(stack)
+    db = host.path(f"{VOLUMES}/hostkit-hub-data/_data/jupyterhub.sqlite")
+    db.unlink()
+    _hub_db(db, {"admin": True})
+    backup = find_backup(host, "latest", "/backups")
+    decision = next(d for d in Restorer(stack, backup, users=[], force=False).plan().decisions
+                    if d.item["kind"] == "hub-db")
+    assert decision.state == "missing"
+    db.unlink()
+    _hub_db(db, {"admin": True, "erin": True})
+    restorer = Restorer(stack, backup, users=[], force=False)
+    assert any("hub database" in r for r in restorer.refusals(restorer.plan()))
+
+
+def test_schedule_without_systemd_writes_a_cron_file_and_tells_the_doctor(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    done = install_schedule(host, "weekly", "/srv/backups", 4, DEPLOY)
+    cron = host.read_text(CRON_FILE)
+    assert "30 2 * * 0 root " in cron
+    assert "backup --dest /srv/backups --keep 4 --deploy-dir /opt/hostkit" in cron
+    settings = load_settings(host)
+    assert settings.backup_dir == "/srv/backups"
+    assert settings.backup_max_age_hours == 192
+    assert any("cron" in line for line in done)
+    install_schedule(host, "off", "/srv/backups", 4, DEPLOY)
+    assert not host.exists(CRON_FILE)
+
+
+def test_schedule_with_systemd_installs_and_enables_a_timer(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path, binaries=("systemctl",), commands={
+        ("systemctl", "daemon-reload"): "", ("systemctl", "enable", "--now", "hostkit-backup.timer"): ""})
+    host.files({"/proc/1/comm": "systemd\n"})
+    install_schedule(host, "daily", "/var/backups/hostkit", 7, DEPLOY)
+    timer = host.read_text("/etc/systemd/system/hostkit-backup.timer")
+    assert "OnCalendar=*-*-* 02:30:00" in timer
+    assert "Persistent=true" in timer
+    assert "hostkit backup --dest" in host.read_text("/etc/systemd/system/hostkit-backup.service")
+    assert ("systemctl", "enable", "--now", "hostkit-backup.timer") in host.calls
+    assert not host.exists(CRON_FILE)
