@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,7 +299,9 @@ class ImageBuilder:
             self.log(f"{spec.name}: up to date")
             report.cached.append(spec.name)
             return spec.name
-        context = f"{self.work_dir}/{spec.context}"
+        # a context of this process's own: two builds at once (another checkout, a second
+        # admin) must not write into each other's context before docker build reads it
+        context = f"{self.work_dir}/{spec.context}.{os.getpid()}"
         self.host.run(["rm", "-rf", str(self.host.path(context))], check=True)
         self.host.makedirs(f"{context}/ca")
         for rel, (content, mode) in files.items():
@@ -312,7 +315,11 @@ class ImageBuilder:
         started = time.monotonic()
         # the build's output goes to the log as it comes, so `tail -f` shows the progress
         to_log = ["sh", "-c", 'exec "$@" > "$0" 2>&1', str(self.host.path(log_path))]
-        result = self.host.run([*to_log, *self._locked(argv)], timeout=3 * 3600, env={"DOCKER_BUILDKIT": "0"})
+        try:
+            result = self.host.run([*to_log, *self._locked(argv)], timeout=3 * 3600,
+                                   env={"DOCKER_BUILDKIT": "0"})
+        finally:
+            self.host.run(["rm", "-rf", str(self.host.path(context))], timeout=300)
         if not result.ok:
             output = self.host.read_text(log_path) if self.host.exists(log_path) else result.stderr
             tail = "\n".join(output.strip().splitlines()[-25:])

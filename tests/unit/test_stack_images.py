@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def test_an_image_with_the_same_input_hash_is_not_rebuilt(tmp_path: Path) -> Non
     # a different label means the inputs changed: the build runs under the shared lock
     host.commands[key] = json.dumps({images.HASH_LABEL: "old"})
     host.binaries |= {"flock", "rm"}
-    context = str(host.path(f"{builder.work_dir}/nginx"))
+    # a context of the build's own (pid), so two builds at once never share one
+    context = str(host.path(f"{builder.work_dir}/nginx.{os.getpid()}"))
     host.commands[("rm", "-rf", context)] = ""
     calls: list[tuple[str, ...]] = []
     original_run = host.run
@@ -127,7 +129,8 @@ def test_an_image_with_the_same_input_hash_is_not_rebuilt(tmp_path: Path) -> Non
     (argv,) = calls
     assert argv[:3] == ("flock", images.BUILD_LOCK, "docker")
     assert f"{images.HASH_LABEL}={wanted}" in argv
-    assert host.path(f"{builder.work_dir}/nginx/ca/hostkit-extra.crt").read_text() == CA
+    assert host.path(f"{builder.work_dir}/nginx.{os.getpid()}/ca/hostkit-extra.crt").read_text() == CA
+    assert host.calls[-1] == ("rm", "-rf", context)  # and it is removed after the build
     assert argv[-1] == context
 
 
