@@ -1,0 +1,267 @@
+"""Attacks on the live stack, each run from where the attacker sits, each refused for the
+stated reason while the normal path keeps working.
+
+One deployment for the module (`hostkit stack up` on a free port); tests run in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stack_support import Deployment, HubUser, docker_json, free_port, new_deployment
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ARTIFACTS = Path(os.environ.get("HOSTKIT_TEST_ARTIFACTS", "/tmp/hostkit-test-artifacts"))
+METADATA_IP = "169.254.169.254"
+
+
+def _docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+class _Listener:
+    """A TCP listener on this host that answers every connection with a marker."""
+
+    def __init__(self, address: str, port: int) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((address, port))
+        self.sock.listen(16)
+        self.port = port
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.sendall(b"reached\n")
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def host_ports() -> Iterator[dict[str, int]]:
+    """Two listeners on all of the host's addresses: one allowed to users, one not."""
+    allowed, denied = _Listener("0.0.0.0", free_port()), _Listener("0.0.0.0", free_port())  # noqa: S104
+    yield {"allowed": allowed.port, "denied": denied.port}
+    allowed.close()
+    denied.close()
+
+
+@pytest.fixture(scope="module")
+def metadata_service() -> Iterator[int]:
+    """A stand-in for a cloud metadata service at 169.254.169.254 (an address on lo)."""
+    added = subprocess.run(["ip", "addr", "add", f"{METADATA_IP}/32", "dev", "lo"], check=False)
+    try:
+        listener = _Listener(METADATA_IP, 80)
+        yield 80
+        listener.close()
+    finally:
+        if added.returncode == 0:
+            subprocess.run(["ip", "addr", "del", f"{METADATA_IP}/32", "dev", "lo"], check=False)
+
+
+@pytest.fixture(scope="module")
+def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) -> Iterator[Deployment]:
+    if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
+        pytest.fail("these tests need a running dockerd")
+    deployment = new_deployment(tmp_path_factory.mktemp("attacks"))
+    deployment.settings["HOSTKIT_HOST_PORTS"] = str(host_ports["allowed"])
+    deployment.settings["HOSTKIT_PIDS_LIMIT"] = "512"
+    proc = deployment.up()
+    assert f"https://localhost:{deployment.port}/" in proc.stdout, proc.stderr
+    try:
+        yield deployment
+    finally:
+        logs = deployment.cli("stack", "logs", "--tail", "300", check=False)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "attacks-stack-logs.txt").write_text(logs.stdout + logs.stderr)
+        deployment.cli("stack", "down", check=False)
+        leftovers = _docker("ps", "-aq", "--filter", f"name={deployment.prefix}", check=False)
+        for cid in leftovers.stdout.split():
+            _docker("rm", "-f", cid, check=False)
+        volumes = _docker("volume", "ls", "-q", "--filter", f"name={deployment.prefix}", check=False)
+        for volume in volumes.stdout.split():
+            _docker("volume", "rm", "-f", volume, check=False)
+
+
+@pytest.fixture(scope="module")
+def admin(dep: Deployment) -> HubUser:
+    return HubUser(dep, "admin", dep.admin_password)
+
+
+def _approved_user(dep: Deployment, name: str) -> HubUser:
+    user = HubUser(dep, name, f"Pw-{uuid.uuid4().hex[:14]}")
+    dep.cli("users", "create", name, "--password", user.password)
+    assert user.login()
+    return user
+
+
+@pytest.fixture(scope="module")
+def alice(dep: Deployment) -> HubUser:
+    return _approved_user(dep, "alice")
+
+
+@pytest.fixture(scope="module")
+def bob(dep: Deployment) -> HubUser:
+    return _approved_user(dep, "bob")
+
+
+# ---- finding 1: the hub holds root on the host ------------------------------------------
+HUB_ATTACK = r"""
+import json, os, sys
+import docker
+from docker.errors import APIError
+
+image, prefix, kind = sys.argv[1], sys.argv[2], sys.argv[3]
+client = docker.from_env(version="auto").api  # DOCKER_HOST, else the default socket
+kwargs = {"privileged": dict(privileged=True),
+          "host-root": dict(binds=["/:/host:rw"]),
+          "host-network": dict(network_mode="host")}[kind]
+try:
+    created = client.create_container(
+        image, command=["sleep", "60"], name=f"{prefix}-attack-{kind}",
+        host_config=client.create_host_config(**kwargs),
+    )
+    print(json.dumps({"status": 201, "id": created["Id"]}))
+except APIError as exc:
+    print(json.dumps({"status": exc.status_code, "reason": str(exc.explanation)}))
+"""
+
+
+def _hub_exec(dep: Deployment, *argv: str) -> subprocess.CompletedProcess[str]:
+    return _docker("exec", dep.hub_container(), *argv, check=False)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("privileged", "Privileged"), ("host-root", "bind mount"), ("host-network", "NetworkMode")],
+)
+def test_hub_cannot_create_a_container_that_owns_the_host(dep: Deployment, kind: str, reason: str) -> None:
+    image = dep.env()["HOSTKIT_NOTEBOOK_IMAGE"]
+    proc = _hub_exec(dep, "python3", "-c", HUB_ATTACK, image, dep.prefix, kind)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["status"] == 201:
+        _docker("rm", "-f", result["id"], check=False)
+    assert result["status"] == 403, result
+    assert reason in result["reason"], result
+
+
+def test_hub_runs_unprivileged_without_the_docker_socket(dep: Deployment) -> None:
+    assert _hub_exec(dep, "id", "-u").stdout.strip() != "0"
+    assert _hub_exec(dep, "test", "-e", "/var/run/docker.sock").returncode != 0
+    info = docker_json("inspect", dep.hub_container())[0]
+    assert not any(m.get("Source") == "/var/run/docker.sock" for m in info["Mounts"])
+    assert "ALL" in (info["HostConfig"]["CapDrop"] or [])
+
+
+def test_hub_cannot_touch_containers_it_did_not_create(dep: Deployment) -> None:
+    code = (
+        "import docker, json, sys\n"
+        "from docker.errors import APIError\n"
+        "c = docker.from_env(version='auto').api\n"
+        "try:\n"
+        "    c.stop(sys.argv[1]); print(json.dumps({'status': 204}))\n"
+        "except APIError as e:\n"
+        "    print(json.dumps({'status': e.status_code, 'reason': str(e.explanation)}))\n"
+    )
+    nginx = _docker(
+        "ps",
+        "-q",
+        "--filter",
+        f"label=com.docker.compose.project={dep.prefix}",
+        "--filter",
+        "label=com.docker.compose.service=nginx",
+    ).stdout.split()[0]
+    try:
+        result = json.loads(_hub_exec(dep, "python3", "-c", code, nginx).stdout.strip().splitlines()[-1])
+    finally:
+        _docker("start", nginx, check=False)  # undo a successful attack for the tests that follow
+    assert result["status"] == 403, result
+    assert "not a user container" in result["reason"]
+    assert docker_json("inspect", nginx)[0]["State"]["Running"]
+
+
+def test_spawning_still_works_with_limits(dep: Deployment, alice: HubUser) -> None:
+    alice.start_server()
+    info = docker_json("inspect", dep.container_name("alice"))[0]
+    assert info["HostConfig"]["PidsLimit"] == 512
+    assert info["HostConfig"]["Privileged"] is False
+    assert alice.run_code("6*7", alice.token()) == "42"
+
+
+# ---- finding 4: users reach each other and the host ---------------------------------------
+PROBE = (
+    "import socket\n"
+    "def probe(host, port):\n"
+    "    try:\n"
+    "        s = socket.create_connection((host, port), timeout=4)\n"
+    "    except OSError as e:\n"
+    "        return type(e).__name__\n"
+    "    s.settimeout(2)\n"
+    "    try:\n"
+    "        data = s.recv(16).decode().strip()\n"
+    "    except OSError:\n"
+    "        data = ''\n"
+    "    s.close()\n"
+    "    return data or 'open'\n"
+)
+
+
+def test_users_cannot_reach_each_other_only_the_hub(dep: Deployment, alice: HubUser, bob: HubUser) -> None:
+    alice.start_server()
+    bob.start_server()
+    bob_token = bob.token()
+    # bob serves something on 4040 (as PySpark's UI would)
+    started = bob.run_code(
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'http.server', '4040', '--bind', '0.0.0.0'],\n"
+        "                     start_new_session=True)\n"
+        "time.sleep(2); p.poll() is None",
+        bob_token,
+    )
+    assert started == "True"
+    bob_ip = docker_json("inspect", dep.container_name("bob"))[0]["NetworkSettings"]["Networks"][dep.network][
+        "IPAddress"
+    ]
+    # bob reaches his own service: it is up
+    assert bob.run_code(PROBE + "probe('127.0.0.1', 4040)", bob_token) == "'open'"
+    token = alice.token()
+    assert alice.run_code(PROBE + f"probe('{bob_ip}', 4040)", token) == "'TimeoutError'"
+    assert alice.run_code(PROBE + f"probe('{bob_ip}', 8888)", token) == "'TimeoutError'"
+    # the hub's API stays reachable from alice's server
+    hub = alice.run_code(
+        "import os, urllib.request\n"
+        "urllib.request.urlopen(os.environ['JUPYTERHUB_API_URL'], timeout=10).status",
+        token,
+    )
+    assert hub == "200"
+
+
+def test_users_reach_only_the_allowed_host_ports_and_no_metadata_service(
+    dep: Deployment, alice: HubUser, host_ports: dict[str, int], metadata_service: int
+) -> None:
+    alice.start_server()
+    token = alice.token()
+    alias = dep.env()["HOSTKIT_HOST_ALIAS"]
+    # the host's listeners answer the host itself: a refusal below is the stack's doing
+    with socket.create_connection((METADATA_IP, metadata_service), timeout=4) as s:
+        assert s.recv(16) == b"reached\n"
+    assert alice.run_code(PROBE + f"probe('{alias}', {host_ports['allowed']})", token) == "'reached'"
+    assert alice.run_code(PROBE + f"probe('{alias}', {host_ports['denied']})", token) == "'TimeoutError'"
+    assert alice.run_code(PROBE + f"probe('{METADATA_IP}', {metadata_service})", token) == "'TimeoutError'"
