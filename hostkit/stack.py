@@ -27,7 +27,9 @@ DEFAULT_PORT = DEFAULTS.public_port
 STACK_FILES = ("docker-compose.yml", "jupyterhub_config.py", "nginx.conf")
 HUB_SERVICE = "jupyterhub"
 NGINX_SERVICE = "nginx"
-SERVICES = (HUB_SERVICE, NGINX_SERVICE)
+DOCKER_API_SERVICE = "docker-api"
+SERVICES = (DOCKER_API_SERVICE, HUB_SERVICE, NGINX_SERVICE)
+HUB_UID = 1000  # the hub image's unprivileged user, owner of the hub's data volume
 HUBCTL = "/srv/hostkit/hostkit_hubctl.py"
 
 # Keys whose values are generated once and never replaced.
@@ -55,6 +57,10 @@ ENV_DEFAULTS: dict[str, str] = {
     "HOSTKIT_ALLOWED_FAILED_LOGINS": "5",
     "HOSTKIT_LOCKOUT_SECONDS": "600",
     "HOSTKIT_START_TIMEOUT": "600",
+    # host ports users' containers may open on the host (hostkit-host), e.g. a PostgreSQL;
+    # every other port of the host, other users and link-local addresses are dropped
+    "HOSTKIT_HOST_PORTS": "5432",
+    "HOSTKIT_PIDS_LIMIT": "1024",
 }
 
 Log = Callable[[str], None]
@@ -305,7 +311,27 @@ class Stack:
         base64.b64decode(encoded, validate=True)
         return encoded
 
+    def own_hub_data(self) -> None:
+        """Give an existing hub data volume to the hub's unprivileged user.
+
+        Stacks from before the hub ran unprivileged have a root-owned /data; a fresh volume
+        takes its owner from the image.
+        """
+        env = self.read_env()
+        volume = env.get("HOSTKIT_HUB_VOLUME", ENV_DEFAULTS["HOSTKIT_HUB_VOLUME"])
+        image = env.get("HOSTKIT_HUB_IMAGE", ENV_DEFAULTS["HOSTKIT_HUB_IMAGE"])
+        if not self.host.run(["docker", "volume", "inspect", volume], check=False).ok:
+            return
+        owner = f"{HUB_UID}:{HUB_UID}"
+        self.host.run(
+            ["docker", "run", "--rm", "--user", "0:0", "--network", "none", "--entrypoint", "chown",
+             "-v", f"{volume}:/data", image, "-R", owner, "/data"],
+            timeout=300,
+            check=True,
+        )
+
     def up(self, timeout: float = 300) -> dict[str, dict[str, str]]:
+        self.own_hub_data()
         self.compose("up", "-d", "--remove-orphans", timeout=timeout)
         return self.wait_healthy(timeout=timeout)
 

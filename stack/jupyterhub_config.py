@@ -118,7 +118,9 @@ c.DockerSpawner.volumes = {env("HOSTKIT_USER_VOLUME", "jupyterhub-user-{username
 c.DockerSpawner.mem_limit = env("HOSTKIT_MEM_LIMIT", "4G")
 c.DockerSpawner.cpu_limit = float(env("HOSTKIT_CPU_LIMIT", "2"))
 c.DockerSpawner.extra_host_config = {
-    "extra_hosts": {env("HOSTKIT_HOST_ALIAS", "hostkit-host"): env("HOSTKIT_HOST_IP", "host-gateway")}
+    "extra_hosts": {env("HOSTKIT_HOST_ALIAS", "hostkit-host"): env("HOSTKIT_HOST_IP", "host-gateway")},
+    # a fork bomb in one user's server stays in it (the docker-api proxy requires a limit)
+    "pids_limit": env_int("HOSTKIT_PIDS_LIMIT", 1024),
 }
 c.DockerSpawner.environment = {"HOSTKIT_HOST": env("HOSTKIT_HOST_ALIAS", "hostkit-host")}
 c.Spawner.default_url = "/lab"

@@ -82,9 +82,9 @@ def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) ->
     deployment = new_deployment(tmp_path_factory.mktemp("attacks"))
     deployment.settings["HOSTKIT_HOST_PORTS"] = str(host_ports["allowed"])
     deployment.settings["HOSTKIT_PIDS_LIMIT"] = "512"
-    proc = deployment.up()
-    assert f"https://localhost:{deployment.port}/" in proc.stdout, proc.stderr
     try:
+        proc = deployment.up()
+        assert f"https://localhost:{deployment.port}/" in proc.stdout, proc.stderr
         yield deployment
     finally:
         logs = deployment.cli("stack", "logs", "--tail", "300", check=False)
@@ -127,11 +127,14 @@ import json, os, sys
 import docker
 from docker.errors import APIError
 
-image, prefix, kind = sys.argv[1], sys.argv[2], sys.argv[3]
+image, prefix, network, kind = sys.argv[1:5]
 client = docker.from_env(version="auto").api  # DOCKER_HOST, else the default socket
-kwargs = {"privileged": dict(privileged=True),
-          "host-root": dict(binds=["/:/host:rw"]),
-          "host-network": dict(network_mode="host")}[kind]
+# what the spawner sends, so that only the attack's own field can be the reason
+kwargs = dict(network_mode=network, mem_limit="1g", pids_limit=100,
+              binds=[f"{prefix}-user-x:/home/jovyan/work"])
+kwargs.update({"privileged": dict(privileged=True),
+               "host-root": dict(binds=["/:/host:rw"]),
+               "host-network": dict(network_mode="host")}[kind])
 try:
     created = client.create_container(
         image, command=["sleep", "60"], name=f"{prefix}-attack-{kind}",
@@ -153,7 +156,7 @@ def _hub_exec(dep: Deployment, *argv: str) -> subprocess.CompletedProcess[str]:
 )
 def test_hub_cannot_create_a_container_that_owns_the_host(dep: Deployment, kind: str, reason: str) -> None:
     image = dep.env()["HOSTKIT_NOTEBOOK_IMAGE"]
-    proc = _hub_exec(dep, "python3", "-c", HUB_ATTACK, image, dep.prefix, kind)
+    proc = _hub_exec(dep, "python3", "-c", HUB_ATTACK, image, dep.prefix, dep.network, kind)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["status"] == 201:

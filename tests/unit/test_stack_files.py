@@ -22,11 +22,20 @@ def test_compose_file_is_v1_and_v2_compatible_with_named_network_and_volume() ->
     assert compose["networks"]["hostkit"]["name"] == "${HOSTKIT_NETWORK:-hostkit-jupyterhub}"
     assert compose["volumes"]["hub-data"]["name"]
     hub, nginx = compose["services"]["jupyterhub"], compose["services"]["nginx"]
-    for service in (hub, nginx):
+    proxy = compose["services"]["docker-api"]
+    for service in (hub, nginx, proxy):
         assert service["restart"] == "unless-stopped"
         assert service["healthcheck"]["test"][0] == "CMD"
     assert "hub-data:/data" in hub["volumes"]
-    assert "/var/run/docker.sock:/var/run/docker.sock" in hub["volumes"]
+    # only the filtering proxy holds the Docker socket; the hub is unprivileged and uses it
+    assert "/var/run/docker.sock:/var/run/docker.sock" in proxy["volumes"]
+    assert not any("docker.sock" in v for v in hub["volumes"] + nginx["volumes"])
+    assert hub["environment"]["DOCKER_HOST"] == "unix:///run/hostkit-docker/docker.sock"
+    assert hub["user"] == "1000:1000"
+    assert hub["cap_drop"] == ["ALL"]
+    assert hub["depends_on"]["docker-api"]["condition"] == "service_healthy"
+    assert proxy["cap_add"] == ["NET_ADMIN", "CHOWN"]
+    assert proxy["read_only"] is True
     assert hub["environment"]["HOSTKIT_NETWORK"] == "${HOSTKIT_NETWORK:-hostkit-jupyterhub}"
     assert nginx["depends_on"]["jupyterhub"]["condition"] == "service_healthy"
     assert all(v.endswith(":ro") for v in nginx["volumes"])
@@ -143,7 +152,7 @@ def test_hub_config_takes_site_values_from_the_environment(monkeypatch: pytest.M
     assert c.Authenticator.admin_users == {"prof"}
     assert c.DockerSpawner.mem_limit == "1G"
     assert c.DockerSpawner.cpu_limit == 0.5
-    assert c.DockerSpawner.extra_host_config == {"extra_hosts": {"dbhost": "10.0.0.7"}}
+    assert c.DockerSpawner.extra_host_config == {"extra_hosts": {"dbhost": "10.0.0.7"}, "pids_limit": 1024}
     assert c.DockerSpawner.volumes == {"t1-user-{username}": "/home/jovyan/work"}
     culler = c.JupyterHub.services[0]
     assert "--timeout=40" in culler["command"]
