@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,3 +269,147 @@ def test_users_reach_only_the_allowed_host_ports_and_no_metadata_service(
     assert alice.run_code(PROBE + f"probe('{alias}', {host_ports['allowed']})", token) == "'reached'"
     assert alice.run_code(PROBE + f"probe('{alias}', {host_ports['denied']})", token) == "'TimeoutError'"
     assert alice.run_code(PROBE + f"probe('{METADATA_IP}', {metadata_service})", token) == "'TimeoutError'"
+
+
+# ---- finding 2: anyone can lock the admin out ---------------------------------------------
+LOGIN_CLIENT = r"""
+import json, sys, time
+import requests, urllib3
+urllib3.disable_warnings()
+url, name, password, tries = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+out = []
+for _ in range(tries):
+    s = requests.Session()
+    s.get(url + "/hub/login", timeout=30, verify=False)
+    r = s.post(url + "/hub/login", data={"username": name, "password": password,
+               "_xsrf": s.cookies.get("_xsrf") or ""}, allow_redirects=False, timeout=30, verify=False)
+    out.append(r.status_code)
+print(json.dumps(out))
+"""
+
+
+class _Client:
+    """A machine on the stack's network with its own address, talking to nginx directly."""
+
+    def __init__(self, dep: Deployment) -> None:
+        self.name = f"{dep.prefix}-client-{uuid.uuid4().hex[:6]}"
+        _docker(
+            "run", "-d", "--rm", "--name", self.name, "--network", dep.network,
+            "--entrypoint", "sleep", dep.env()["HOSTKIT_HUB_IMAGE"], "600",
+        )  # fmt: skip
+
+    def logins(self, name: str, password: str, tries: int) -> list[int]:
+        proc = _docker(
+            "exec", "-e", "REQUESTS_CA_BUNDLE=", self.name, "python3", "-c", LOGIN_CLIENT,
+            "https://nginx:8443", name, password, str(tries),
+        )  # fmt: skip
+        return list(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    def close(self) -> None:
+        _docker("rm", "-f", self.name, check=False)
+
+
+def test_a_stranger_cannot_lock_the_admin_out_and_brute_force_stays_slow(
+    dep: Deployment, admin: HubUser
+) -> None:
+    stranger, colleague = _Client(dep), _Client(dep)
+    try:
+        statuses = stranger.logins("admin", "Wrong-password-123", 12)
+        assert 429 in statuses, statuses  # nginx's rate limit per address
+        assert 302 not in statuses
+        time.sleep(7)  # one more request is allowed by the rate limit: the lockout answers it
+        assert stranger.logins("admin", dep.admin_password, 1) != [302]
+        # the admin, from another address, logs in at once
+        assert colleague.logins("admin", dep.admin_password, 1) == [302]
+    finally:
+        stranger.close()
+        colleague.close()
+    assert admin.login()
+
+
+# ---- finding 3: state-changing GETs -----------------------------------------------------
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("Debian's chromium is needed: apt-get install chromium")
+    return path
+
+
+class _AttackerSite:
+    """A page on another origin whose links point at the hub."""
+
+    def __init__(self, links: dict[str, str]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = "".join(f'<p><a id="{k}" href="{v}">{k}</a></p>' for k, v in links.items()).encode()
+
+        class Page(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        self.url = f"http://localhost:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _approved(dep: Deployment) -> dict[str, bool]:
+    users = json.loads(dep.cli("users", "list", "--json").stdout)["users"]
+    return {u["name"]: u["approved"] for u in users}
+
+
+def test_a_cross_site_link_cannot_approve_discard_or_unapprove(dep: Deployment, admin: HubUser) -> None:
+    from playwright.sync_api import sync_playwright
+
+    mallory = HubUser(dep, "mallory", f"Pw-{uuid.uuid4().hex[:14]}")
+    assert mallory.signup().status_code == 200
+    assert _approved(dep)["mallory"] is False
+    site = _AttackerSite(
+        {
+            "approve": f"{dep.url}/hub/authorize/mallory",
+            "unapprove": f"{dep.url}/hub/authorize/admin",
+            "discard": f"{dep.url}/hub/discard/mallory",
+        }
+    )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=_chromium(),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"],
+        )  # fmt: skip
+        try:
+            page = browser.new_context(ignore_https_errors=True).new_page()
+            page.goto(f"{dep.url}/hub/login", timeout=60_000)
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", dep.admin_password)
+            page.click("#login_submit, input[type=submit], button[type=submit]")
+            page.wait_for_url("**/hub/**", timeout=60_000)
+            statuses = {}
+            for link in ("approve", "unapprove", "discard"):
+                page.goto(site.url, timeout=60_000)
+                with page.expect_navigation(timeout=60_000) as nav:
+                    page.click(f"#{link}")  # the admin follows a link on another site
+                response = nav.value
+                statuses[link] = response.status if response else None
+            assert statuses == {"approve": 403, "unapprove": 403, "discard": 403}, statuses
+            state = _approved(dep)
+            assert state["mallory"] is False  # neither approved nor discarded
+            assert state["admin"] is True
+            # the admin's own path: the authorize page's link approves
+            page.goto(f"{dep.url}/hub/authorize", timeout=60_000)
+            page.click("a[href$='authorize/mallory']")
+            page.wait_for_load_state()
+            assert _approved(dep)["mallory"] is True
+        finally:
+            browser.close()
+            site.close()
+    assert mallory.login()
