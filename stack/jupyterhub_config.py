@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import sys
+from typing import Any, Optional
 
 from jupyterhub.apihandlers import APIHandler
 from jupyterhub.scopes import needs_scope
@@ -53,6 +54,27 @@ class ApproveAPIHandler(APIHandler):  # type: ignore[misc]
         self.write(json.dumps({"approved": name, "changed": changed}))
 
 
+def client_address(handler: Any) -> str:
+    """The address a login comes from, as the lockout counts it.
+
+    Through nginx, the request reaches the hub from configurable-http-proxy in this container
+    and carries nginx's X-Real-IP (which nginx sets itself). A user's server can reach the
+    hub's port directly and put anything in that header: then the TCP peer counts.
+    """
+    request = getattr(handler, "request", None)
+    if request is None:
+        return ""
+    context = getattr(request.connection, "context", None)
+    peer = str(getattr(context, "_orig_remote_ip", "") or request.remote_ip)
+    try:
+        local = request.connection.stream.socket.getsockname()[0]
+    except (AttributeError, OSError, IndexError):
+        local = None
+    if peer in ("127.0.0.1", "::1") or peer == local:
+        return str(request.remote_ip)
+    return peer
+
+
 class HostkitAuthenticator(NativeAuthenticator):
     """NativeAuthenticator whose admin account is made by the installer, never at sign-up.
 
@@ -65,6 +87,37 @@ class HostkitAuthenticator(NativeAuthenticator):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self._ensure_admin_record()
+
+    async def authenticate(self, handler: Any, data: dict[str, str]) -> Optional[str]:
+        """NativeAuthenticator's check, with its lockout kept per (name, client address).
+
+        Per name alone, anyone could keep the admin locked out by failing five times every
+        ten minutes; per address, a stranger locks out only their own tries (and nginx
+        rate-limits the login form per address).
+        """
+        username = self.normalize_username(data["username"])
+        key = f"{username} from {client_address(handler)}"
+        user = self.get_user(username)
+        if not user:
+            return None
+        if self.allowed_failed_logins and self.is_blocked(key):
+            self.log.warning("login refused for %s: locked out after failed attempts", key)
+            return None
+        checks = [user.is_authorized, user.is_valid_password(data["password"])]
+        if user.has_2fa:
+            checks.append(user.is_valid_token(data.get("2fa")))
+        if all(checks):
+            self.successful_login(key)
+            return str(username)
+        self.add_login_attempt(key)
+        self.log.warning("failed login for %s", key)
+        return None
+
+    def add_login_attempt(self, key: str) -> None:
+        if len(self.login_attempts) > 10_000:  # many addresses: forget the expired entries
+            for old in [k for k in self.login_attempts if self.can_try_to_login_again(k)]:
+                self.login_attempts.pop(old, None)
+        super().add_login_attempt(key)
 
     def get_handlers(self, app: object) -> list[tuple[str, type]]:
         handlers: list[tuple[str, type]] = super().get_handlers(app)

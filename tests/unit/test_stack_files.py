@@ -63,6 +63,17 @@ def test_nginx_conf_has_the_intermediate_tls_profile_and_websocket_proxying() ->
     assert not re.search(r"^\s*ssl\s+on;", conf, re.MULTILINE)  # removed in nginx 1.25.1
 
 
+def test_nginx_rate_limits_login_posts_and_refuses_cross_site_state_changing_gets() -> None:
+    conf = (STACK / "nginx.conf").read_text()
+    assert "POST    $binary_remote_addr;" in conf  # only POSTs are counted
+    assert "limit_req_zone $hostkit_login_key zone=hostkit_login:10m rate=10r/m;" in conf
+    assert re.search(r"location = /hub/login \{\s*limit_req zone=hostkit_login burst=5 nodelay;", conf)
+    assert "limit_req_status 429;" in conf
+    block = conf[conf.index("location ~ ^/hub/(authorize|discard)/[^/]+$") :]
+    assert block.index("return 403;") < block.index("proxy_pass $hub;")
+    assert "same-origin 0;" in conf
+
+
 class _Config(dict):  # type: ignore[type-arg]
     """traitlets-like config: c.Section.attr = value."""
 
@@ -182,3 +193,28 @@ def test_singleuser_dockerfile_turns_record_timing_on_and_installs_the_seed_exte
         "openjdk-21-jre-headless",
     ):
         assert package in text, package
+
+
+class _Request:
+    def __init__(self, remote_ip: str, peer: str, local: str) -> None:
+        self.remote_ip = remote_ip  # after tornado applied X-Real-IP
+        sock = types.SimpleNamespace(getsockname=lambda: (local, 8081))
+        self.connection = types.SimpleNamespace(
+            context=types.SimpleNamespace(_orig_remote_ip=peer), stream=types.SimpleNamespace(socket=sock)
+        )
+
+
+def test_lockout_address_trusts_x_real_ip_only_from_the_hubs_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, ns = _load_hub_config(monkeypatch, {})
+    address = ns["client_address"]
+    # through nginx -> configurable-http-proxy (in the hub's container) -> hub
+    assert address(types.SimpleNamespace(request=_Request("203.0.113.9", "172.20.0.3", "172.20.0.3"))) == (
+        "203.0.113.9"
+    )
+    assert address(types.SimpleNamespace(request=_Request("203.0.113.9", "127.0.0.1", "172.20.0.3"))) == (
+        "203.0.113.9"
+    )
+    # a user's container talking to the hub's port directly, naming any address it likes
+    assert address(types.SimpleNamespace(request=_Request("198.51.100.1", "172.20.0.7", "172.20.0.3"))) == (
+        "172.20.0.7"
+    )
