@@ -413,3 +413,27 @@ def test_a_cross_site_link_cannot_approve_discard_or_unapprove(dep: Deployment, 
             browser.close()
             site.close()
     assert mallory.login()
+
+
+# ---- finding 5: secrets where anyone with Docker access reads them ------------------------
+def test_docker_inspect_shows_no_secret(dep: Deployment) -> None:
+    env = dep.env()
+    secrets = {k: env[k] for k in ("HOSTKIT_ADMIN_HASH_B64", "HOSTKIT_API_TOKEN", "CONFIGPROXY_AUTH_TOKEN")}
+    assert all(secrets.values())
+    ids = _docker("ps", "-q", "--filter", f"label=com.docker.compose.project={dep.prefix}").stdout.split()
+    assert len(ids) == 3
+    for cid in ids:
+        text = _docker("inspect", cid).stdout
+        leaked = [k for k, v in secrets.items() if v in text]
+        assert not leaked, f"{cid}: {leaked}"
+    # the hub reads them from files only it can read
+    hub = dep.hub_container()
+    listing = _docker("exec", hub, "ls", "-ln", "/run/hostkit-secrets").stdout
+    assert "api_token" in listing
+    nobody = _docker("exec", "--user", "65534", hub, "cat", "/run/hostkit-secrets/api_token", check=False)
+    assert nobody.returncode != 0
+    secret_dir = dep.directory / "secrets"
+    assert secret_dir.stat().st_mode & 0o777 == 0o700
+    # and they work: the admin logs in (hash), `users list` talks to the hub (token)
+    assert HubUser(dep, "admin", dep.admin_password).login()
+    assert dep.cli("users", "list", "--json").returncode == 0
