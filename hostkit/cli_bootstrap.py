@@ -20,6 +20,7 @@ from hostkit.bootstrap import BootstrapOptions, bootstrap_steps
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import LocalHost
+from hostkit.redact import redact_argv
 from hostkit.settings import DEFAULTS
 from hostkit.stack import primary_ip
 from hostkit.steps import (
@@ -51,7 +52,7 @@ def _start_log(host: LocalHost, verb: str) -> str:
     root.setLevel(logging.DEBUG)
     root.addHandler(handler)
     root.propagate = False
-    logging.getLogger("hostkit").info("hostkit %s: %s", verb, " ".join(sys.argv))
+    logging.getLogger("hostkit").info("hostkit %s: %s", verb, " ".join(redact_argv(sys.argv)))
     return path
 
 

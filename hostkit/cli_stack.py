@@ -135,7 +135,13 @@ def stack_up(
         None,
         "--admin-password",
         envvar="HOSTKIT_ADMIN_PASSWORD",
-        help="The admin's password (first run only); generated and shown once if not given.",
+        help="The admin's password (first run only); generated and shown once if not given. "
+        "Prefer --admin-password-file: an option shows in `ps`.",
+    ),
+    admin_password_file: Optional[str] = typer.Option(
+        None,
+        "--admin-password-file",
+        help="Read the admin's password from this file ('-': standard input).",
     ),
     hostname: Optional[str] = typer.Option(None, "--hostname", help="Host name for the certificate and URL."),
     settings: List[str] = typer.Option([], "--set", help="KEY=VALUE written to .env (repeatable)."),
@@ -151,6 +157,8 @@ def stack_up(
 ) -> None:
     """Deploy: files, certs, .env (secrets once), images, start, wait for health, admin."""
     host = LocalHost(root)
+    if admin_password_file is not None:
+        admin_password = _read_password(admin_password_file)
     stack = Stack(host, directory, log=_echo)
     existing = stack.read_env()
     overrides = _parse_settings(settings)
@@ -190,6 +198,18 @@ def stack_up(
     typer.echo(f"admin user: {env['HOSTKIT_ADMIN']}")
     if shown_password:
         typer.echo(f"admin password (shown once, not stored): {shown_password}")
+
+
+def _read_password(source: str) -> str:
+    """A password from a file or standard input ('-'): its first line."""
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"cannot read the password from {source}: {exc.strerror or exc}") from exc
+    password = text.splitlines()[0] if text.strip() else ""
+    if not password:
+        raise UsageError(f"no password in {source}")
+    return password
 
 
 def _admin_password(

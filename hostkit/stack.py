@@ -34,6 +34,15 @@ HUBCTL = "/srv/hostkit/hostkit_hubctl.py"
 
 # Keys whose values are generated once and never replaced.
 SECRET_KEYS = ("HOSTKIT_API_TOKEN", "CONFIGPROXY_AUTH_TOKEN")
+# Secrets never go into a container's environment (`docker inspect` shows it to anyone with
+# Docker access): `stack up` copies them from .env into files only the hub can read,
+# mounted read-only at /run/hostkit-secrets; the containers get hub.env, .env without them.
+SECRET_FILES = {
+    "HOSTKIT_ADMIN_HASH_B64": "admin_hash_b64",
+    "HOSTKIT_API_TOKEN": "api_token",
+    "CONFIGPROXY_AUTH_TOKEN": "proxy_token",
+}
+HUB_ENV_FILE = "hub.env"
 
 # Site values and their defaults; `.env` keeps what an admin set there.
 ENV_DEFAULTS: dict[str, str] = {
@@ -108,6 +117,20 @@ def format_env(env: dict[str, str]) -> str:
         "# edit a value and run `hostkit stack up` again. Secrets are never regenerated.",
     ]
     lines += [f"{key}={env[key]}" for key in sorted(env)]
+    return "\n".join(lines) + "\n"
+
+
+def container_env(env: dict[str, str]) -> dict[str, str]:
+    """The settings the containers get in their environment: .env without the secrets."""
+    return {key: value for key, value in env.items() if key not in SECRET_FILES}
+
+
+def format_container_env(env: dict[str, str]) -> str:
+    lines = [
+        "# Written by `hostkit stack up` from .env, without the secrets (those are files in",
+        "# secrets/hub/). Edit .env, not this file.",
+    ]
+    lines += [f"{key}={value}" for key, value in sorted(container_env(env).items())]
     return "\n".join(lines) + "\n"
 
 
@@ -311,6 +334,34 @@ class Stack:
         base64.b64decode(encoded, validate=True)
         return encoded
 
+    def write_runtime_files(self) -> list[str]:
+        """hub.env and the hub's secret files, from .env; returns the paths changed.
+
+        secrets/ is 0700 (no one on the host but root gets in); secrets/hub/, mounted into
+        the hub, is 0750 root:hub and its files 0440, so inside the container only the hub's
+        user reads them.
+        """
+        env = self.read_env()
+        changed = []
+        hub_env = f"{self.directory}/{HUB_ENV_FILE}"
+        text = format_container_env(env)
+        if not self.host.exists(hub_env) or self.host.read_text(hub_env) != text:
+            self.host.write_text(hub_env, text, mode=0o600, backup=False)
+            changed.append(hub_env)
+        outer, inner = f"{self.directory}/secrets", f"{self.directory}/secrets/hub"
+        self.host.makedirs(inner, mode=0o700)
+        self.host.chmod(outer, 0o700)
+        self.host.chmod(inner, 0o750)
+        for key, name in SECRET_FILES.items():
+            path = f"{inner}/{name}"
+            value = env.get(key, "")
+            if not self.host.exists(path) or self.host.read_text(path) != value:
+                self.host.write_text(path, value, mode=0o440, backup=False)
+                changed.append(path)
+        owner = f"0:{HUB_UID}"
+        self.host.run(["chown", "-R", owner, str(self.host.path(inner))], check=True)
+        return changed
+
     def own_hub_data(self) -> None:
         """Give an existing hub data volume to the hub's unprivileged user.
 
@@ -331,6 +382,7 @@ class Stack:
         )
 
     def up(self, timeout: float = 300) -> dict[str, dict[str, str]]:
+        self.write_runtime_files()
         self.own_hub_data()
         self.compose("up", "-d", "--remove-orphans", timeout=timeout)
         return self.wait_healthy(timeout=timeout)

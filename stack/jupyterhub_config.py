@@ -29,6 +29,18 @@ def env_int(name: str, default: int) -> int:
     return int(env(name, str(default)))
 
 
+SECRETS_DIR = env("HOSTKIT_SECRETS_DIR", "/run/hostkit-secrets")
+
+
+def secret(name: str, legacy_env: str) -> str:
+    """A secret from its file (mounted read-only by docker-compose.yml), else the environment."""
+    path = os.path.join(SECRETS_DIR, name)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    return os.environ.get(legacy_env, "").strip()
+
+
 ADMIN = env("HOSTKIT_ADMIN", "admin")
 NETWORK = env("HOSTKIT_NETWORK", "hostkit-jupyterhub")
 HUB_SERVICE = env("HOSTKIT_HUB_SERVICE", "jupyterhub")
@@ -124,9 +136,9 @@ class HostkitAuthenticator(NativeAuthenticator):
         return [*handlers, (r"/hostkit/approve/([^/]+)", ApproveAPIHandler)]
 
     def _ensure_admin_record(self) -> None:
-        encoded = os.environ.get("HOSTKIT_ADMIN_HASH_B64", "").strip()
+        encoded = secret("admin_hash_b64", "HOSTKIT_ADMIN_HASH_B64")
         if not encoded:
-            self.log.warning("HOSTKIT_ADMIN_HASH_B64 is empty: no admin account is created")
+            self.log.warning("no admin password hash: no admin account is created")
             return
         username = self.normalize_username(ADMIN)
         if UserInfo.find(self.db, username) is not None:
@@ -203,7 +215,10 @@ roles: list[dict[str, object]] = [
         "services": ["idle-culler"],
     }
 ]
-api_token = os.environ.get("HOSTKIT_API_TOKEN", "").strip()
+proxy_token = secret("proxy_token", "CONFIGPROXY_AUTH_TOKEN")
+if proxy_token:
+    c.ConfigurableHTTPProxy.auth_token = proxy_token
+api_token = secret("api_token", "HOSTKIT_API_TOKEN")
 if api_token:
     # `hostkit users approve` acts through the hub with this token, and only on users.
     services.append({"name": "hostkit", "api_token": api_token})

@@ -392,7 +392,10 @@ def test_a_cross_site_link_cannot_approve_discard_or_unapprove(dep: Deployment, 
             page.fill("input[name=username]", "admin")
             page.fill("input[name=password]", dep.admin_password)
             page.click("#login_submit, input[type=submit], button[type=submit]")
-            page.wait_for_url("**/hub/**", timeout=60_000)
+            page.wait_for_url(lambda url: "/hub/login" not in url, timeout=60_000)
+            assert any(c["name"].startswith("jupyterhub-") for c in page.context.cookies())
+            # the admin's session works for a same-site page
+            assert page.goto(f"{dep.url}/hub/authorize", timeout=60_000).status == 200
             statuses = {}
             for link in ("approve", "unapprove", "discard"):
                 page.goto(site.url, timeout=60_000)

@@ -161,3 +161,24 @@ def test_hubctl_errors_become_hostkit_errors(tmp_path: Path) -> None:
         s.approve("zed")
     host.commands[key] = '{"ok": true, "approved": "zed", "changed": true}'
     assert s.approve("zed") is True
+
+
+def test_runtime_files_keep_secrets_out_of_the_containers_environment(tmp_path: Path) -> None:
+    chown = ("chown", "-R", "0:1000", str(tmp_path / "opt/hostkit/secrets/hub"))
+    host = FakeHost(tmp_path, commands={chown: ""}, binaries=("docker", "chown"))
+    s = stack_mod.Stack(host, "/opt/hostkit")
+    env, _ = s.write_env({"HOSTKIT_ADMIN_HASH_B64": "JDJiJDEy=="})
+    s.write_runtime_files()
+    assert chown in host.calls  # root:hub, so only the hub's user reads them in the container
+    hub_env = host.path("/opt/hostkit/hub.env").read_text()
+    for key in stack_mod.SECRET_FILES:
+        assert key not in hub_env
+    assert "HOSTKIT_PORT=9090" in hub_env
+    secrets = host.path("/opt/hostkit/secrets")
+    assert secrets.stat().st_mode & 0o777 == 0o700
+    assert (secrets / "hub").stat().st_mode & 0o777 == 0o750
+    token = secrets / "hub" / "api_token"
+    assert token.read_text() == env["HOSTKIT_API_TOKEN"]
+    assert token.stat().st_mode & 0o777 == 0o440
+    assert (secrets / "hub" / "admin_hash_b64").read_text() == "JDJiJDEy=="
+    assert s.write_runtime_files() == []  # nothing changes the second time
