@@ -26,7 +26,7 @@ from hostkit.host import LocalHost
 CERT_NAME = "hostkit.crt"
 KEY_NAME = "hostkit.key"
 DHPARAM_NAME = "dhparam.pem"
-DEFAULT_DAYS = 825  # the longest validity browsers accept for a TLS server certificate
+DEFAULT_DAYS = 365  # Mozilla's "intermediate" profile allows at most 366 days
 
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]

@@ -170,7 +170,8 @@ def stack_up(
         if existing.get("HOSTKIT_ADMIN") and existing["HOSTKIT_ADMIN"] != admin:
             raise UsageError(f"the admin is already {existing['HOSTKIT_ADMIN']}; it cannot change here")
         overrides["HOSTKIT_ADMIN"] = admin
-    for path in stack.install_files():
+    installed = stack.install_files()
+    for path in installed:
         _echo(f"wrote {path}")
 
     if build:
@@ -192,7 +193,7 @@ def stack_up(
     if changed:
         _echo(f"wrote {stack.env_path} (mode 0600)")
     _echo("starting the stack")
-    stack.up(timeout=timeout)
+    stack.up(timeout=timeout, changed=[*installed, *result.changed])
     name = hostname or (result.info.dns_names[0] if result.info and result.info.dns_names else "localhost")
     typer.echo(f"JupyterHub is up: https://{name}:{env['HOSTKIT_PORT']}/")
     typer.echo(f"admin user: {env['HOSTKIT_ADMIN']}")
@@ -321,6 +322,8 @@ def certs_command(
         )
         for path in result.changed:
             _echo(f"wrote {path}")
+        if result.changed and Stack(host, directory).reload_nginx():
+            _echo("reloaded nginx: it serves the new certificate")
         for path in result.kept:
             _echo(f"kept {path}")
         assert result.info is not None  # noqa: S101 - ensure_certs always describes the cert

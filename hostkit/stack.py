@@ -9,13 +9,16 @@ written once with mode 0600 and its secrets are never regenerated.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from hostkit import certs as certs_mod
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import CommandResult, LocalHost
@@ -70,7 +73,10 @@ ENV_DEFAULTS: dict[str, str] = {
     # every other port of the host, other users and link-local addresses are dropped
     "HOSTKIT_HOST_PORTS": "5432",
     "HOSTKIT_PIDS_LIMIT": "1024",
+    # Strict-Transport-Security: auto (on unless the certificate is self-signed), on, off
+    "HOSTKIT_HSTS": "auto",
 }
+HSTS_MAX_AGE = 63072000  # two years (Mozilla's recommendation)
 
 Log = Callable[[str], None]
 
@@ -132,6 +138,23 @@ def format_container_env(env: dict[str, str]) -> str:
     ]
     lines += [f"{key}={value}" for key, value in sorted(container_env(env).items())]
     return "\n".join(lines) + "\n"
+
+
+def hsts_conf(setting: str, self_signed: bool) -> str:
+    """nginx.d/hsts.conf for HOSTKIT_HSTS.
+
+    HSTS covers every port of the host name, not only the hub's, and a browser that saw it
+    refuses to let anyone click through a certificate warning: with a self-signed
+    certificate that locks users out, so `auto` turns it on only for a trusted one.
+    """
+    value = setting.strip().lower()
+    if value not in ("auto", "on", "off"):
+        raise UsageError(f"HOSTKIT_HSTS must be auto, on or off, not {setting!r}")
+    on = value == "on" or (value == "auto" and not self_signed)
+    header = f'add_header Strict-Transport-Security "max-age={HSTS_MAX_AGE}" always;'
+    state = "on" if on else "off"
+    first = f"# Written by `hostkit stack up`: HOSTKIT_HSTS={value} -> {state}\n"
+    return first + (header + "\n" if on else "")
 
 
 def primary_ip(host: LocalHost) -> Optional[str]:
@@ -360,6 +383,16 @@ class Stack:
                 changed.append(path)
         owner = f"0:{HUB_UID}"
         self.host.run(["chown", "-R", owner, str(self.host.path(inner))], check=True)
+        self.host.makedirs(f"{self.directory}/jupyterhub_config.d")
+        hsts_path = f"{self.directory}/nginx.d/hsts.conf"
+        cert = f"{self.certs_dir}/{certs_mod.CERT_NAME}"
+        self_signed = True
+        if self.host.exists(cert):
+            self_signed = certs_mod.describe(self.host.read_text(cert)).self_signed
+        text = hsts_conf(env.get("HOSTKIT_HSTS", ENV_DEFAULTS["HOSTKIT_HSTS"]), self_signed)
+        if not self.host.exists(hsts_path) or self.host.read_text(hsts_path) != text:
+            self.host.write_text(hsts_path, text, mode=0o644, backup=False)
+            changed.append(hsts_path)
         return changed
 
     def own_hub_data(self) -> None:
@@ -381,11 +414,72 @@ class Stack:
             check=True,
         )
 
-    def up(self, timeout: float = 300) -> dict[str, dict[str, str]]:
-        self.write_runtime_files()
+    def up(self, timeout: float = 300, changed: Sequence[str] = ()) -> dict[str, dict[str, str]]:
+        """Start or update the stack; files changed since the last run take effect.
+
+        `compose up -d` recreates a container only when its definition changes, and a
+        single-file bind mount rewritten atomically (a new inode) keeps showing the old
+        file: so nginx is reloaded for new certificates or settings and restarted for a new
+        nginx.conf, and the hub restarted (users' servers keep running) for its config.
+        """
+        changed = [*changed, *self.write_runtime_files()]
+        hub = self.container_id(HUB_SERVICE)
+        if hub:
+            changed += self.config_d_changed(self.started_at(hub))
         self.own_hub_data()
+        before = {service: self.container_id(service) for service in (HUB_SERVICE, NGINX_SERVICE)}
         self.compose("up", "-d", "--remove-orphans", timeout=timeout)
-        return self.wait_healthy(timeout=timeout)
+        states = self.wait_healthy(timeout=timeout)
+        actions = self.take_effect(changed, before)
+        return self.wait_healthy(timeout=timeout) if actions else states
+
+    def take_effect(self, changed: Sequence[str], before: dict[str, Optional[str]]) -> list[str]:
+        """Reload or restart what kept running with old files; returns what was done."""
+        prefix = self.directory + "/"
+        rel = {p[len(prefix) :] if p.startswith(prefix) else p for p in changed}
+        done = []
+        for service, restart_on, reload_on in (
+            (HUB_SERVICE, ("jupyterhub_config.py", "jupyterhub_config.d/", "secrets/"), ()),
+            (NGINX_SERVICE, ("nginx.conf",), ("certs/", "nginx.d/")),
+        ):
+            cid = self.container_id(service)
+            if not cid or cid != before.get(service):
+                continue  # (re)created by compose: it has the new files already
+            if any(p == r or (r.endswith("/") and p.startswith(r)) for p in rel for r in restart_on):
+                self.host.run(["docker", "restart", cid], timeout=120, check=True)
+                done.append(f"restarted {service}")
+            elif any(p.startswith(r) for p in rel for r in reload_on):
+                self.host.run(["docker", "exec", cid, "nginx", "-s", "reload"], timeout=60, check=True)
+                done.append(f"reloaded {service}")
+        for action in done:
+            self.log(action)
+        return done
+
+    def started_at(self, container: str) -> float:
+        """When a container last started (epoch seconds)."""
+        text = str(self.inspect(container).get("State", {}).get("StartedAt", ""))
+        match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", text)
+        if not match:
+            return 0.0
+        moment = datetime.datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S")
+        return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+    def config_d_changed(self, since: float) -> list[str]:
+        """The admin's jupyterhub_config.d files modified after `since` (a timestamp)."""
+        directory = f"{self.directory}/jupyterhub_config.d"
+        if not self.host.exists(directory):
+            return []
+        return [p for p in self.host.glob(directory, "*.py") if self.host.stat(p).st_mtime > since]
+
+    def reload_nginx(self) -> bool:
+        """Make a running nginx load new certificates; False when the stack is not running."""
+        if not self.host.exists(f"{self.directory}/docker-compose.yml"):
+            return False
+        cid = self.container_id(NGINX_SERVICE)
+        if not cid:
+            return False
+        self.host.run(["docker", "exec", cid, "nginx", "-s", "reload"], timeout=60, check=True)
+        return True
 
     def down(self) -> list[str]:
         """Stop the stack. Users' containers go too (their volumes stay)."""

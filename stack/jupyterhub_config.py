@@ -1,8 +1,10 @@
 # JupyterHub configuration for hostkit's stack.
 #
 # Everything site-specific comes from the environment (the stack's .env, written by
-# `hostkit stack up`), with defaults that suit a single server. Mounted read-only into
-# the hub container: edit it in the deploy directory and `hostkit stack up` again.
+# `hostkit stack up`), with defaults that suit a single server. hostkit replaces this file
+# on `stack up` (keeping the old one as .bak): put your own settings in
+# jupyterhub_config.d/*.py in the deploy directory, loaded last, in name order, and never
+# touched by hostkit; `hostkit stack up` restarts the hub when they change.
 from __future__ import annotations
 
 import base64
@@ -231,3 +233,12 @@ if api_token:
     )
 c.JupyterHub.services = services
 c.JupyterHub.load_roles = roles
+
+# ---- the admin's additions -----------------------------------------------------------
+CONFIG_D = env("HOSTKIT_CONFIG_D", "/srv/jupyterhub/jupyterhub_config.d")
+if os.path.isdir(CONFIG_D):
+    for _name in sorted(os.listdir(CONFIG_D)):
+        if _name.endswith(".py"):
+            _path = os.path.join(CONFIG_D, _name)
+            with open(_path, encoding="utf-8") as _fh:
+                exec(compile(_fh.read(), _path, "exec"), globals())  # noqa: S102 - the admin's own config

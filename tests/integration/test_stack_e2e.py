@@ -77,7 +77,8 @@ def test_hub_api_answers_through_nginx_with_tls_hardening(dep: Deployment) -> No
     r = requests.get(f"{dep.url}/hub/api", verify=False, timeout=30)  # noqa: S501 - self-signed
     assert r.status_code == 200
     assert r.json()["version"] == dep.env().get("HOSTKIT_HUB_IMAGE", "").rsplit(":", 1)[-1]
-    assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+    # HSTS would pin every port of the name to a certificate no browser trusts: off by default
+    assert "Strict-Transport-Security" not in r.headers
     plain = requests.get(f"http://127.0.0.1:{dep.port}/hub/api", allow_redirects=False, timeout=30)
     assert plain.status_code == 301
     assert plain.headers["Location"] == f"https://127.0.0.1:{dep.port}/hub/api"

@@ -49,7 +49,7 @@ def test_nginx_conf_has_the_intermediate_tls_profile_and_websocket_proxying() ->
         "listen 8443 ssl http2;",
         "ssl_protocols TLSv1.2 TLSv1.3;",
         "ssl_dhparam         /etc/nginx/certs/dhparam.pem;",
-        "Strict-Transport-Security",
+        "include /etc/nginx/hostkit.d/*.conf;",  # hsts.conf, from HOSTKIT_HSTS
         "map $http_upgrade $connection_upgrade",
         "proxy_set_header Upgrade $http_upgrade;",
         "proxy_set_header Connection $connection_upgrade;",
