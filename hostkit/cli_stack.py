@@ -181,7 +181,7 @@ def stack_up(
         overrides.setdefault("HOSTKIT_NGINX_IMAGE", report.images["nginx"])
         overrides.setdefault("HOSTKIT_NOTEBOOK_IMAGE", report.images["singleuser"])
 
-    result = certs_mod.ensure_certs(host, stack.certs_dir, hostname=hostname)
+    result = certs_mod.ensure_certs(host, stack.certs_dir, hostname=hostname, ca_dir=f"{directory}/ca")
     for path in result.changed:
         _echo(f"wrote {path}")
 
@@ -302,6 +302,12 @@ def certs_command(
     days: int = typer.Option(certs_mod.DEFAULT_DAYS, "--days", help="Validity of a self-signed certificate."),
     force: bool = typer.Option(False, "--force", "--renew", help="Replace an existing certificate."),
     show: bool = typer.Option(False, "--show", help="Only show the installed certificate."),
+    ca: bool = typer.Option(
+        False,
+        "--ca",
+        help="Sign with a site CA (made in DIR/ca/ when missing, key 0600, never mounted into "
+        "a container); later renewals use it. Distribute DIR/ca/hostkit-ca.crt to browsers once.",
+    ),
     root: str = RootOption,
 ) -> None:
     """TLS certificate (self-signed with SANs, or your own), key 0600, RFC 7919 DH group."""
@@ -319,6 +325,8 @@ def certs_command(
             key_file=key,
             days=days,
             force=force,
+            ca_dir=f"{directory}/ca",
+            make_ca_if_missing=ca,
         )
         for path in result.changed:
             _echo(f"wrote {path}")
