@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 import sys
@@ -21,6 +22,7 @@ from hostkit.images import (
     ImageBuilder,
     resolve_ca_bundle,
 )
+from hostkit.renewal import RENEW_BEFORE_DAYS, install_schedule, renewal_due
 from hostkit.stack import DEFAULT_DIR, DEFAULT_PORT, Stack, primary_ip
 
 stack_app = typer.Typer(
@@ -194,11 +196,21 @@ def stack_up(
         _echo(f"wrote {stack.env_path} (mode 0600)")
     _echo("starting the stack")
     stack.up(timeout=timeout, changed=[*installed, *result.changed])
+    _schedule_renewal(host, directory, env)
     name = hostname or (result.info.dns_names[0] if result.info and result.info.dns_names else "localhost")
     typer.echo(f"JupyterHub is up: https://{name}:{env['HOSTKIT_PORT']}/")
     typer.echo(f"admin user: {env['HOSTKIT_ADMIN']}")
     if shown_password:
         typer.echo(f"admin password (shown once, not stored): {shown_password}")
+
+
+def _schedule_renewal(host: LocalHost, directory: str, env: dict[str, str]) -> None:
+    """The daily certificate renewal (HOSTKIT_CERT_RENEWAL=off: none)."""
+    if env.get("HOSTKIT_CERT_RENEWAL", "on") == "off":
+        return
+    # the interpreter running now has hostkit (pipx's venv, a system install)
+    for path in install_schedule(host, directory, [sys.executable, "-m", "hostkit"]):
+        _echo(f"wrote {path} (daily certificate renewal)")
 
 
 def _read_password(source: str) -> str:
@@ -308,11 +320,29 @@ def certs_command(
         help="Sign with a site CA (made in DIR/ca/ when missing, key 0600, never mounted into "
         "a container); later renewals use it. Distribute DIR/ca/hostkit-ca.crt to browsers once.",
     ),
+    renew_if_due: bool = typer.Option(
+        False,
+        "--renew-if-due",
+        help=f"Renew a certificate hostkit made when it has {RENEW_BEFORE_DAYS} days or fewer left, "
+        "with the same names (what the daily timer runs).",
+    ),
     root: str = RootOption,
 ) -> None:
     """TLS certificate (self-signed with SANs, or your own), key 0600, RFC 7919 DH group."""
     host = LocalHost(root)
     certs_dir = f"{directory}/certs"
+    ip_addresses = None
+    if renew_if_due:
+        current = certs_mod.show(host, certs_dir)
+        ca_cert = f"{directory}/ca/{certs_mod.CA_CERT_NAME}"
+        ca_subject = certs_mod.describe(host.read_text(ca_cert)).subject if host.exists(ca_cert) else None
+        if not renewal_due(current, ca_subject):
+            typer.echo(f"not due: {current.days_left()} days left")
+            return
+        hostname = hostname or (current.dns_names[0] if current.dns_names else None)
+        names = list(names) or list(current.dns_names[1:])
+        ip_addresses = [ipaddress.ip_address(ip) for ip in current.ip_addresses]
+        force = True
     if show:
         info = certs_mod.show(host, certs_dir)
     else:
@@ -321,6 +351,7 @@ def certs_command(
             certs_dir,
             hostname=hostname,
             extra_names=tuple(names),
+            ip_addresses=ip_addresses,
             cert_file=cert,
             key_file=key,
             days=days,

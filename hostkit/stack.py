@@ -73,6 +73,8 @@ ENV_DEFAULTS: dict[str, str] = {
     # every other port of the host, other users and link-local addresses are dropped
     "HOSTKIT_HOST_PORTS": "5432",
     "HOSTKIT_PIDS_LIMIT": "1024",
+    # a daily timer (or cron entry) renews hostkit's certificate before it expires: on, off
+    "HOSTKIT_CERT_RENEWAL": "on",
     # Strict-Transport-Security: auto (on unless the certificate is self-signed), on, off
     "HOSTKIT_HSTS": "auto",
 }

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,7 +20,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from stack_support import Deployment, HubUser, docker_json, free_port, new_deployment
+from stack_support import REPO, Deployment, HubUser, docker_json, free_port, new_deployment
+
+from hostkit import certs, renewal
+from hostkit.host import LocalHost
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,6 +88,7 @@ def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) ->
     deployment = new_deployment(tmp_path_factory.mktemp("attacks"))
     deployment.settings["HOSTKIT_HOST_PORTS"] = str(host_ports["allowed"])
     deployment.settings["HOSTKIT_PIDS_LIMIT"] = "512"
+    deployment.settings["HOSTKIT_CERT_RENEWAL"] = "on"  # removed again below
     try:
         proc = deployment.up()
         assert f"https://localhost:{deployment.port}/" in proc.stdout, proc.stderr
@@ -93,6 +98,7 @@ def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) ->
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "attacks-stack-logs.txt").write_text(logs.stdout + logs.stderr)
         deployment.cli("stack", "down", check=False)
+        renewal.remove_schedule(LocalHost("/"), str(deployment.directory))
         leftovers = _docker("ps", "-aq", "--filter", f"name={deployment.prefix}", check=False)
         for cid in leftovers.stdout.split():
             _docker("rm", "-f", cid, check=False)
@@ -491,11 +497,76 @@ def test_settings_certificates_and_admin_config_reach_the_running_containers(
     # a renewed certificate is what nginx serves, without a restart by hand
     renewed = dep.cli("certs", "--renew", "--hostname", "localhost")
     assert "reloaded nginx" in renewed.stderr
-    on_disk = (dep.directory / "certs" / "hostkit.crt").read_text()
-    served = x509.load_pem_x509_certificate(_served_certificate(dep).encode())
-    assert served.serial_number == x509.load_pem_x509_certificate(on_disk.encode()).serial_number
+    on_disk = x509.load_pem_x509_certificate((dep.directory / "certs" / "hostkit.crt").read_bytes())
+    deadline = time.monotonic() + 20  # a reload starts new workers; old ones finish their connections
+    while True:
+        served = x509.load_pem_x509_certificate(_served_certificate(dep).encode())
+        if served.serial_number == on_disk.serial_number or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert served.serial_number == on_disk.serial_number
     lifespan = served.not_valid_after_utc - served.not_valid_before_utc
     assert lifespan.days <= 366  # Mozilla's intermediate profile
     # users' servers kept running through all of it
     assert docker_json("inspect", dep.container_name("alice"))[0]["Id"] == server_before
     assert alice.run_code("2**5", alice.token()) == "32"
+
+
+# ---- certificates a client can validate: the site CA, checked by sslyze --------------------
+def _sslyze() -> list[str]:
+    """sslyze (PyPI) from HOSTKIT_SSLYZE, PATH, or this interpreter; its pins want a venv of its own."""
+    given = os.environ.get("HOSTKIT_SSLYZE") or shutil.which("sslyze")
+    if given:
+        return [given]
+    if subprocess.run([sys.executable, "-c", "import sslyze"], check=False).returncode == 0:
+        return [sys.executable, "-m", "sslyze"]
+    pytest.fail("sslyze is needed: python3 -m venv V; V/bin/pip install sslyze; HOSTKIT_SSLYZE=V/bin/sslyze")
+
+
+def test_site_ca_certificate_passes_sslyze_mozilla_intermediate(dep: Deployment) -> None:
+    proc = dep.cli("certs", "--ca", "--hostname", "localhost")
+    assert "reloaded nginx" in proc.stderr
+    ca_file = dep.directory / "ca" / "hostkit-ca.crt"
+    assert (dep.directory / "ca" / "hostkit-ca.key").stat().st_mode & 0o777 == 0o600
+    hub = docker_json("inspect", dep.hub_container())[0]
+    ca_dir = str(dep.directory / "ca")
+    assert not any(str(m.get("Source", "")).startswith(ca_dir) for m in hub["Mounts"])  # the CA stays out
+    time.sleep(2)  # nginx's reload
+    report = dep.directory.parent / "sslyze.json"
+    scan = subprocess.run(
+        [*_sslyze(), "--mozilla_config=intermediate", f"--certinfo_ca_file={ca_file}",
+         f"--json_out={report}", f"localhost:{dep.port}{{127.0.0.1}}"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "sslyze.txt").write_text(scan.stdout + scan.stderr)
+    assert scan.returncode == 0, scan.stdout[-3000:] + scan.stderr[-2000:]
+    assert "Compliant" in scan.stdout, scan.stdout[-3000:]
+
+
+def test_the_daily_renewal_renews_a_certificate_near_expiry_and_nginx_serves_it(dep: Deployment) -> None:
+    from cryptography import x509
+
+    schedule = renewal.render_schedule("sysvinit", str(dep.directory), ["x"])
+    (path,) = schedule.files
+    entry = Path(path).read_text().splitlines()[-1]  # "M H * * * root COMMAND >/dev/null 2>&1"
+    command = entry.split(" root ", 1)[1].rsplit(" >/dev/null", 1)[0]
+    assert "certs --renew-if-due --dir " + str(dep.directory) in command
+    # a certificate with 10 days left, as the site CA would have made it a year ago
+    ca_dir = dep.directory / "ca"
+    ca = ((ca_dir / certs.CA_CERT_NAME).read_text(), (ca_dir / certs.CA_KEY_NAME).read_text())
+    old_cert, old_key = certs.make_self_signed("localhost", [], days=10, ca=ca)
+    (dep.directory / "certs" / "hostkit.key").write_text(old_key)
+    (dep.directory / "certs" / "hostkit.crt").write_text(old_cert)
+    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120, check=False,
+                          cwd="/", env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    deadline = time.monotonic() + 20
+    while True:
+        served = x509.load_pem_x509_certificate(_served_certificate(dep).encode())
+        days = (served.not_valid_after_utc - served.not_valid_before_utc).days
+        if days >= 364 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert days >= 364
+    assert served.issuer.rfc4514_string() == certs.describe(ca[0]).subject  # still the site CA's
