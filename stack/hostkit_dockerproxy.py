@@ -95,6 +95,8 @@ def route(method: str, path: str) -> tuple[str, str]:
     "container" (an operation on an existing container, which must be the stack's).
     """
     bare = API_VERSION.sub("", urllib.parse.urlsplit(path).path)
+    if "%" in bare and not bare.startswith("/images/"):
+        raise Refused("encoded characters in the path are not accepted")
     parts = [urllib.parse.unquote(p) for p in bare.strip("/").split("/")]
     if method in ("GET", "HEAD") and bare in ("/_ping", "/version"):
         return "pass", ""
@@ -103,10 +105,20 @@ def route(method: str, path: str) -> tuple[str, str]:
     if method == "POST" and parts == ["containers", "create"]:
         return "create", ""
     if len(parts) == 3 and parts[0] == "containers" and (method, parts[2]) in CONTAINER_OPS:
-        return "container", parts[1]
+        return "container", _object_id(parts[1])
     if method == "DELETE" and len(parts) == 2 and parts[0] == "containers":
-        return "container", parts[1]
+        return "container", _object_id(parts[1])
     raise Refused(f"endpoint not allowed: {method} {bare}")
+
+
+OBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def _object_id(text: str) -> str:
+    """A container name or id as Docker spells them: the proxy checks what Docker acts on."""
+    if not OBJECT_ID.fullmatch(text) or ".." in text:
+        raise Refused(f"not a container name or id: {text!r}")
+    return text
 
 
 NAMESPACE_MODES = ("PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")

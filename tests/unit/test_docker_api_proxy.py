@@ -170,3 +170,16 @@ def test_host_ports_setting() -> None:
 def test_stale_guard_tables_are_those_whose_bridge_is_gone() -> None:
     listing = "table inet firewalld\ntable inet hostkit_br_0123456789ab\ntable inet hostkit_br_aaaaaaaaaaaa\n"
     assert proxy.stale_tables(listing, lambda b: b == "br-0123456789ab") == ["hostkit_br_aaaaaaaaaaaa"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1.41/containers/../start",
+        "/v1.41/containers/a%2F..%2Fb/start",
+        "/v1.41/containers/-rf/stop",
+    ],
+)
+def test_odd_container_ids_are_refused(path: str) -> None:
+    with pytest.raises(proxy.Refused):
+        proxy.route("POST", path)
