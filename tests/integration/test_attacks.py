@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from stack_support import REPO, Deployment, HubUser, docker_json, free_port, new_deployment
+from stack_support import (
+    BUILD_FLAGS,
+    REPO,
+    Deployment,
+    HubUser,
+    docker_json,
+    free_port,
+    hostkit,
+    new_deployment,
+)
 
 from hostkit import certs, renewal
 from hostkit.host import LocalHost
@@ -86,6 +95,7 @@ def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) ->
     if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
         pytest.fail("these tests need a running dockerd")
     deployment = new_deployment(tmp_path_factory.mktemp("attacks"))
+    deployment.settings["HOSTKIT_HUB_IMAGE"] = _pinned_hub_image(deployment.prefix)
     deployment.settings["HOSTKIT_HOST_PORTS"] = str(host_ports["allowed"])
     deployment.settings["HOSTKIT_PIDS_LIMIT"] = "512"
     deployment.settings["HOSTKIT_CERT_RENEWAL"] = "on"  # removed again below
@@ -105,6 +115,27 @@ def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) ->
         volumes = _docker("volume", "ls", "-q", "--filter", f"name={deployment.prefix}", check=False)
         for volume in volumes.stdout.split():
             _docker("volume", "rm", "-f", volume, check=False)
+        _docker("rmi", deployment.settings["HOSTKIT_HUB_IMAGE"], check=False)
+
+
+def _pinned_hub_image(prefix: str) -> str:
+    """This checkout's hub image under a tag of its own.
+
+    Other checkouts on a shared test machine build the same tag from their own inputs; the
+    stack must not start from theirs.
+    """
+    wanted = (REPO / "stack" / "hostkit_dockerproxy.py").read_text()
+    for _ in range(3):
+        built = hostkit("stack", "build", *BUILD_FLAGS).stdout
+        name = next(line.split()[1] for line in built.splitlines() if line.startswith("hub "))
+        image_id = _docker("image", "inspect", "-f", "{{.Id}}", name).stdout.strip()
+        script = "/srv/hostkit/hostkit_dockerproxy.py"
+        inside = _docker("run", "--rm", "--entrypoint", "cat", image_id, script)
+        if inside.stdout == wanted:
+            tag = f"{name.split(':')[0]}:{prefix}"
+            _docker("tag", image_id, tag)
+            return tag
+    pytest.fail("the hub image kept being rebuilt from other inputs")
 
 
 @pytest.fixture(scope="module")
@@ -369,6 +400,23 @@ class _AttackerSite:
         self.server.shutdown()
 
 
+def _browser_login(page: Any, dep: Deployment) -> None:
+    """The admin logs in; retried when Chromium aborts on a host network change."""
+    for _ in range(3):
+        try:
+            page.goto(f"{dep.url}/hub/login", timeout=60_000)
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", dep.admin_password)
+            page.click("#login_submit, input[type=submit], button[type=submit]")
+            page.wait_for_url(lambda url: "/hub/login" not in url, timeout=60_000)
+        except Exception as exc:  # only the network-change abort is retried
+            if "ERR_NETWORK_CHANGED" not in str(exc):
+                raise
+        if any(c["name"].startswith("jupyterhub-") for c in page.context.cookies()):
+            return
+    raise AssertionError(f"the admin's browser login did not succeed (at {page.url})")
+
+
 def _follow_link(page: Any, site: str, link: str) -> Optional[int]:
     """The admin opens the other site and follows one of its links; the hub's answer."""
     for attempt in range(3):
@@ -410,12 +458,7 @@ def test_a_cross_site_link_cannot_approve_discard_or_unapprove(dep: Deployment, 
         )  # fmt: skip
         try:
             page = browser.new_context(ignore_https_errors=True).new_page()
-            page.goto(f"{dep.url}/hub/login", timeout=60_000)
-            page.fill("input[name=username]", "admin")
-            page.fill("input[name=password]", dep.admin_password)
-            page.click("#login_submit, input[type=submit], button[type=submit]")
-            page.wait_for_url(lambda url: "/hub/login" not in url, timeout=60_000)
-            assert any(c["name"].startswith("jupyterhub-") for c in page.context.cookies())
+            _browser_login(page, dep)
             # the admin's session works for a same-site page
             assert page.goto(f"{dep.url}/hub/authorize", timeout=60_000).status == 200
             statuses = {}
