@@ -66,8 +66,8 @@ def test_nginx_conf_has_the_intermediate_tls_profile_and_websocket_proxying() ->
 def test_nginx_rate_limits_login_posts_and_refuses_cross_site_state_changing_gets() -> None:
     conf = (STACK / "nginx.conf").read_text()
     assert "POST    $binary_remote_addr;" in conf  # only POSTs are counted
-    assert "limit_req_zone $hostkit_login_key zone=hostkit_login:10m rate=10r/m;" in conf
-    assert re.search(r"location = /hub/login \{\s*limit_req zone=hostkit_login burst=5 nodelay;", conf)
+    assert "limit_req_zone $hostkit_login_key zone=hostkit_login:10m rate=20r/m;" in conf
+    assert re.search(r"location = /hub/login \{\s*limit_req zone=hostkit_login burst=20 nodelay;", conf)
     assert "limit_req_status 429;" in conf
     block = conf[conf.index("location ~ ^/hub/(authorize|discard)/[^/]+$") :]
     assert block.index("return 403;") < block.index("proxy_pass $hub;")
