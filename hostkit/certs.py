@@ -26,7 +26,7 @@ from hostkit.host import LocalHost
 CERT_NAME = "hostkit.crt"
 KEY_NAME = "hostkit.key"
 DHPARAM_NAME = "dhparam.pem"
-DEFAULT_DAYS = 825  # the longest validity browsers accept for a TLS server certificate
+DEFAULT_DAYS = 365  # Mozilla's "intermediate" profile allows at most 366 days
 
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -67,6 +67,53 @@ class CertInfo:
         }
 
 
+CA_CERT_NAME = "hostkit-ca.crt"
+CA_KEY_NAME = "hostkit-ca.key"
+CA_DAYS = 3650  # the site CA is distributed once; its server certificates renew yearly
+
+
+def _pem_key(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def make_ca(name: str, *, days: int = CA_DAYS, now: Optional[dt.datetime] = None) -> tuple[str, str]:
+    """A small site CA (certificate and key, PEM) that signs only server certificates."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hostkit site CA"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"hostkit CA {name}"[:64]),
+        ]
+    )
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)
+
+
 def make_self_signed(
     hostname: str,
     ip_addresses: list[IPAddress],
@@ -74,8 +121,10 @@ def make_self_signed(
     extra_names: tuple[str, ...] = (),
     days: int = DEFAULT_DAYS,
     now: Optional[dt.datetime] = None,
+    ca: Optional[tuple[str, str]] = None,
 ) -> tuple[str, str]:
-    """A self-signed server certificate and its RSA key, both PEM."""
+    """A server certificate and its RSA key, both PEM: self-signed, or signed by `ca`
+    (its certificate and key, PEM)."""
     if not hostname:
         raise UsageError("a host name is needed for the certificate")
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -91,10 +140,9 @@ def make_self_signed(
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64])])
     san: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     san += [x509.IPAddress(ip) for ip in ips]
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
@@ -102,15 +150,44 @@ def make_self_signed(
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    return cert_pem, key_pem
+    if ca is None:
+        cert = builder.issuer_name(subject).sign(key, hashes.SHA256())
+    else:
+        ca_cert = x509.load_pem_x509_certificate(ca[0].encode())
+        ca_key = serialization.load_pem_private_key(ca[1].encode(), password=None)
+        if not isinstance(ca_key, rsa.RSAPrivateKey):
+            raise HostkitError("the site CA's key is not an RSA key")
+        cert = (
+            builder.issuer_name(ca_cert.subject)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=True,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                    encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)
+
+
+def ensure_ca(host: LocalHost, ca_dir: str, name: str) -> tuple[str, str, bool]:
+    """The site CA in `ca_dir` (key 0600, directory 0700), made when missing; (cert, key, made)."""
+    cert_path, key_path = f"{ca_dir}/{CA_CERT_NAME}", f"{ca_dir}/{CA_KEY_NAME}"
+    host.makedirs(ca_dir, mode=0o700)
+    host.chmod(ca_dir, 0o700)
+    if host.exists(cert_path) and host.exists(key_path):
+        return host.read_text(cert_path), host.read_text(key_path), False
+    cert_pem, key_pem = make_ca(name)
+    host.write_text(key_path, key_pem, mode=0o600, backup=False)
+    host.write_text(cert_path, cert_pem, mode=0o644, backup=False)
+    return cert_pem, key_pem, True
 
 
 def describe(cert_pem: str) -> CertInfo:
@@ -195,8 +272,14 @@ def ensure_certs(
     key_file: Optional[str] = None,
     days: int = DEFAULT_DAYS,
     force: bool = False,
+    ca_dir: Optional[str] = None,
+    make_ca_if_missing: bool = False,
 ) -> CertsResult:
-    """Put certificate, key (0600) and DH group in `directory`; an existing pair is kept."""
+    """Put certificate, key (0600) and DH group in `directory`; an existing pair is kept.
+
+    With `ca_dir` holding a site CA (or `make_ca_if_missing`), new certificates are signed
+    by it; a self-signed one in place is then replaced.
+    """
     result = CertsResult(directory)
     cert_path, key_path = f"{directory}/{CERT_NAME}", f"{directory}/{KEY_NAME}"
     dh_path = f"{directory}/{DHPARAM_NAME}"
@@ -209,18 +292,31 @@ def ensure_certs(
         if not key_matches_cert(cert_pem, key_pem):
             raise UsageError(f"{key_file} is not the key of {cert_file}")
         _write_pair(host, cert_path, key_path, cert_pem, key_pem, result)
-    elif force or not (host.exists(cert_path) and host.exists(key_path)):
-        if hostname is None or ip_addresses is None:
-            found_name, found_ips = host_identity(host)
-            hostname = hostname or found_name
-            ip_addresses = found_ips if ip_addresses is None else ip_addresses
-        cert_pem, key_pem = make_self_signed(hostname, ip_addresses, extra_names=extra_names, days=days)
-        _write_pair(host, cert_path, key_path, cert_pem, key_pem, result)
     else:
-        result.kept += [cert_path, key_path]
-        if host.stat(key_path).st_mode & 0o077:
-            host.run(["chmod", "600", str(host.path(key_path))], check=True)
-            result.changed.append(f"{key_path} (mode 0600)")
+        ca: Optional[tuple[str, str]] = None
+        have_ca = ca_dir is not None and host.exists(f"{ca_dir}/{CA_CERT_NAME}")
+        if ca_dir is not None and (have_ca or make_ca_if_missing):
+            found_name = hostname or host_identity(host)[0]
+            ca_cert, ca_key, made = ensure_ca(host, ca_dir, found_name)
+            ca = (ca_cert, ca_key)
+            if made:
+                result.changed += [f"{ca_dir}/{CA_CERT_NAME}", f"{ca_dir}/{CA_KEY_NAME}"]
+        present = host.exists(cert_path) and host.exists(key_path)
+        replace_self_signed = ca is not None and present and describe(host.read_text(cert_path)).self_signed
+        if force or not present or replace_self_signed:
+            if hostname is None or ip_addresses is None:
+                found_name, found_ips = host_identity(host)
+                hostname = hostname or found_name
+                ip_addresses = found_ips if ip_addresses is None else ip_addresses
+            cert_pem, key_pem = make_self_signed(
+                hostname, ip_addresses, extra_names=extra_names, days=days, ca=ca
+            )
+            _write_pair(host, cert_path, key_path, cert_pem, key_pem, result)
+        else:
+            result.kept += [cert_path, key_path]
+    if cert_path in result.kept and host.stat(key_path).st_mode & 0o077:
+        host.run(["chmod", "600", str(host.path(key_path))], check=True)
+        result.changed.append(f"{key_path} (mode 0600)")
     wanted_dh = ffdhe2048_pem()
     if not host.exists(dh_path) or host.read_text(dh_path) != wanted_dh:
         host.write_text(dh_path, wanted_dh, mode=0o644, backup=False)

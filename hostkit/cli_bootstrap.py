@@ -22,6 +22,7 @@ from hostkit.daemon_config import ROTATING_DRIVERS
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import LocalHost
+from hostkit.redact import redact_argv
 from hostkit.settings import DEFAULTS
 from hostkit.stack import primary_ip
 from hostkit.steps import (
@@ -57,7 +58,7 @@ def _start_log(host: LocalHost, verb: str) -> str:
     root.setLevel(logging.DEBUG)
     root.addHandler(handler)
     root.propagate = False
-    logging.getLogger("hostkit").info("hostkit %s: %s", verb, " ".join(sys.argv))
+    logging.getLogger("hostkit").info("hostkit %s: %s", verb, " ".join(redact_argv(sys.argv)))
     return path
 
 

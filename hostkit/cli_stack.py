@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 import sys
@@ -35,6 +36,7 @@ from hostkit.images import (
     ImageBuilder,
     resolve_ca_bundle,
 )
+from hostkit.renewal import RENEW_BEFORE_DAYS, install_schedule, renewal_due
 from hostkit.stack import DEFAULT_PORT, Stack, primary_ip
 
 stack_app = typer.Typer(
@@ -157,7 +159,14 @@ def stack_up(
         "--admin-password",
         metavar="PASSWORD",
         envvar="HOSTKIT_ADMIN_PASSWORD",
-        help="The admin's password (first run only); generated and shown once if not given.",
+        help="The admin's password (first run only); generated and shown once if not given. "
+        "Prefer --admin-password-file: an option shows in `ps`.",
+    ),
+    admin_password_file: Optional[str] = typer.Option(
+        None,
+        "--admin-password-file",
+        metavar="FILE|-",
+        help="Read the admin's password from this file ('-': standard input).",
     ),
     hostname: Optional[str] = hostname_option(),
     settings: List[str] = typer.Option(
@@ -178,6 +187,8 @@ def stack_up(
 ) -> None:
     """Deploy: files, certs, .env (secrets once), images, start, wait for health, admin."""
     host = LocalHost(root)
+    if admin_password_file is not None:
+        admin_password = _read_password(admin_password_file)
     stack = Stack(host, str(directory), log=_echo)
     existing = stack.read_env()
     overrides = _parse_settings(settings)
@@ -191,7 +202,8 @@ def stack_up(
         overrides["HOSTKIT_ADMIN"] = admin
     enabled = _profiles(existing, overrides, profiles)
     overrides[PROFILES_KEY] = ",".join(enabled)
-    for path in stack.install_files():
+    installed = stack.install_files()
+    for path in installed:
         _echo(f"wrote {path}")
 
     if build:
@@ -204,7 +216,7 @@ def stack_up(
             overrides.setdefault(key, value)
     overrides.update(environment_readiness(host, enabled, _echo))
 
-    result = certs_mod.ensure_certs(host, stack.certs_dir, hostname=hostname)
+    result = certs_mod.ensure_certs(host, stack.certs_dir, hostname=hostname, ca_dir=f"{directory}/ca")
     for path in result.changed:
         _echo(f"wrote {path}")
 
@@ -216,12 +228,34 @@ def stack_up(
     if changed:
         _echo(f"wrote {stack.env_path} (mode 0600)")
     _echo("starting the stack")
-    stack.up(timeout=timeout)
+    stack.up(timeout=timeout, changed=[*installed, *result.changed])
+    _schedule_renewal(host, str(directory), env)
     name = hostname or (result.info.dns_names[0] if result.info and result.info.dns_names else "localhost")
     typer.echo(f"JupyterHub is up: https://{name}:{env['HOSTKIT_PORT']}/")
     typer.echo(f"admin user: {env['HOSTKIT_ADMIN']}")
     if shown_password:
         typer.echo(f"admin password (shown once, not stored): {shown_password}")
+
+
+def _schedule_renewal(host: LocalHost, directory: str, env: dict[str, str]) -> None:
+    """The daily certificate renewal (HOSTKIT_CERT_RENEWAL=off: none)."""
+    if env.get("HOSTKIT_CERT_RENEWAL", "on") == "off":
+        return
+    # the interpreter running now has hostkit (pipx's venv, a system install)
+    for path in install_schedule(host, directory, [sys.executable, "-m", "hostkit"]):
+        _echo(f"wrote {path} (daily certificate renewal)")
+
+
+def _read_password(source: str) -> str:
+    """A password from a file or standard input ('-'): its first line."""
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"cannot read the password from {source}: {exc.strerror or exc}") from exc
+    password = text.splitlines()[0] if text.strip() else ""
+    if not password:
+        raise UsageError(f"no password in {source}")
+    return password
 
 
 def _admin_password(
@@ -316,11 +350,35 @@ def certs_command(
     ),
     force: bool = typer.Option(False, "--force", "--renew", help="Replace an existing certificate."),
     show: bool = typer.Option(False, "--show", help="Only show the installed certificate."),
+    ca: bool = typer.Option(
+        False,
+        "--ca",
+        help="Sign with a site CA (made in DIR/ca/ when missing, key 0600, never mounted into "
+        "a container); later renewals use it. Distribute DIR/ca/hostkit-ca.crt to browsers once.",
+    ),
+    renew_if_due: bool = typer.Option(
+        False,
+        "--renew-if-due",
+        help=f"Renew a certificate hostkit made when it has {RENEW_BEFORE_DAYS} days or fewer left, "
+        "with the same names (what the daily timer runs).",
+    ),
     root: str = RootOption,
 ) -> None:
     """TLS certificate (self-signed with SANs, or your own), key 0600, RFC 7919 DH group."""
     host = LocalHost(root)
     certs_dir = f"{directory}/certs"
+    ip_addresses = None
+    if renew_if_due:
+        current = certs_mod.show(host, certs_dir)
+        ca_cert = f"{directory}/ca/{certs_mod.CA_CERT_NAME}"
+        ca_subject = certs_mod.describe(host.read_text(ca_cert)).subject if host.exists(ca_cert) else None
+        if not renewal_due(current, ca_subject):
+            typer.echo(f"not due: {current.days_left()} days left")
+            return
+        hostname = hostname or (current.dns_names[0] if current.dns_names else None)
+        names = list(names) or list(current.dns_names[1:])
+        ip_addresses = [ipaddress.ip_address(ip) for ip in current.ip_addresses]
+        force = True
     if show:
         info = certs_mod.show(host, certs_dir)
     else:
@@ -329,13 +387,18 @@ def certs_command(
             certs_dir,
             hostname=hostname,
             extra_names=tuple(names),
+            ip_addresses=ip_addresses,
             cert_file=str(cert) if cert else None,
             key_file=str(key) if key else None,
             days=days,
             force=force,
+            ca_dir=f"{directory}/ca",
+            make_ca_if_missing=ca,
         )
         for path in result.changed:
             _echo(f"wrote {path}")
+        if result.changed and Stack(host, str(directory)).reload_nginx():
+            _echo("reloaded nginx: it serves the new certificate")
         for path in result.kept:
             _echo(f"kept {path}")
         assert result.info is not None  # noqa: S101 - ensure_certs always describes the cert

@@ -32,7 +32,9 @@ class CommandError(HostkitError):
 
     def __init__(self, argv: list[str], returncode: int, stderr: str, hint: str = "") -> None:
         tail = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
-        super().__init__(f"`{' '.join(argv)}` failed (exit {returncode}): {tail}", hint)
+        from hostkit.redact import redact_argv
+
+        super().__init__(f"`{' '.join(redact_argv(argv))}` failed (exit {returncode}): {tail}", hint)
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Optional
 
 from hostkit.errors import CommandError, HostkitError
+from hostkit.redact import redact_argv
 
 log = logging.getLogger("hostkit.host")
 
@@ -181,7 +182,7 @@ class LocalHost:
         /var/log/hostkit/ when a command keeps one).
         """
         argv = [str(a) for a in argv]
-        log.debug("$ %s", shlex.join(argv))
+        log.debug("$ %s", shlex.join(redact_argv(argv)))
         full_env = self._full_env(env)
         # subprocess, not the `sh` package: sh's timeout timer polls every 100 ms,
         # which costs each short command ~0.1 s (measured: 106 ms against 3 ms for `true`).
@@ -210,7 +211,7 @@ class LocalHost:
         appear where they happen. The timeout holds even while the command prints nothing.
         """
         argv = [str(a) for a in argv]
-        log.debug("$ %s", shlex.join(argv))
+        log.debug("$ %s", shlex.join(redact_argv(argv)))
         out: list[str] = []
         pending = [""]
 

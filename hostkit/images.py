@@ -227,7 +227,7 @@ class ImageBuilder:
                 f"{repo}/jupyterhub:{v['JUPYTERHUB_VERSION']}",
                 "hub",
                 hub_args,
-                extra_files=("hostkit_hubctl.py",),
+                extra_files=("hostkit_hubctl.py", "hostkit_dockerproxy.py"),
             ),
             "nginx": ImageSpec(f"{repo}/nginx:{v['DEBIAN_SUITE']}", "nginx", {"BASE_IMAGE": debian_base}),
             "singleuser": ImageSpec(f"{repo}/singleuser:{variant}", "singleuser", singleuser_args),

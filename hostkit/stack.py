@@ -9,13 +9,16 @@ written once with mode 0600 and its secrets are never regenerated.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from hostkit import certs as certs_mod
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import CommandResult, LocalHost
@@ -27,11 +30,22 @@ DEFAULT_PORT = DEFAULTS.public_port
 STACK_FILES = ("docker-compose.yml", "jupyterhub_config.py", "hostkit_profiles.py", "nginx.conf")
 HUB_SERVICE = "jupyterhub"
 NGINX_SERVICE = "nginx"
-SERVICES = (HUB_SERVICE, NGINX_SERVICE)
+DOCKER_API_SERVICE = "docker-api"
+SERVICES = (DOCKER_API_SERVICE, HUB_SERVICE, NGINX_SERVICE)
+HUB_UID = 1000  # the hub image's unprivileged user, owner of the hub's data volume
 HUBCTL = "/srv/hostkit/hostkit_hubctl.py"
 
 # Keys whose values are generated once and never replaced.
 SECRET_KEYS = ("HOSTKIT_API_TOKEN", "CONFIGPROXY_AUTH_TOKEN")
+# Secrets never go into a container's environment (`docker inspect` shows it to anyone with
+# Docker access): `stack up` copies them from .env into files only the hub can read,
+# mounted read-only at /run/hostkit-secrets; the containers get hub.env, .env without them.
+SECRET_FILES = {
+    "HOSTKIT_ADMIN_HASH_B64": "admin_hash_b64",
+    "HOSTKIT_API_TOKEN": "api_token",
+    "CONFIGPROXY_AUTH_TOKEN": "proxy_token",
+}
+HUB_ENV_FILE = "hub.env"
 
 # Site values and their defaults; `.env` keeps what an admin set there.
 ENV_DEFAULTS: dict[str, str] = {
@@ -55,7 +69,16 @@ ENV_DEFAULTS: dict[str, str] = {
     "HOSTKIT_ALLOWED_FAILED_LOGINS": "5",
     "HOSTKIT_LOCKOUT_SECONDS": "600",
     "HOSTKIT_START_TIMEOUT": "600",
+    # host ports users' containers may open on the host (hostkit-host), e.g. a PostgreSQL;
+    # every other port of the host, other users and link-local addresses are dropped
+    "HOSTKIT_HOST_PORTS": "5432",
+    "HOSTKIT_PIDS_LIMIT": "1024",
+    # a daily timer (or cron entry) renews hostkit's certificate before it expires: on, off
+    "HOSTKIT_CERT_RENEWAL": "on",
+    # Strict-Transport-Security: auto (on unless the certificate is self-signed), on, off
+    "HOSTKIT_HSTS": "auto",
 }
+HSTS_MAX_AGE = 63072000  # two years (Mozilla's recommendation)
 
 Log = Callable[[str], None]
 
@@ -103,6 +126,37 @@ def format_env(env: dict[str, str]) -> str:
     ]
     lines += [f"{key}={env[key]}" for key in sorted(env)]
     return "\n".join(lines) + "\n"
+
+
+def container_env(env: dict[str, str]) -> dict[str, str]:
+    """The settings the containers get in their environment: .env without the secrets."""
+    return {key: value for key, value in env.items() if key not in SECRET_FILES}
+
+
+def format_container_env(env: dict[str, str]) -> str:
+    lines = [
+        "# Written by `hostkit stack up` from .env, without the secrets (those are files in",
+        "# secrets/hub/). Edit .env, not this file.",
+    ]
+    lines += [f"{key}={value}" for key, value in sorted(container_env(env).items())]
+    return "\n".join(lines) + "\n"
+
+
+def hsts_conf(setting: str, self_signed: bool) -> str:
+    """nginx.d/hsts.conf for HOSTKIT_HSTS.
+
+    HSTS covers every port of the host name, not only the hub's, and a browser that saw it
+    refuses to let anyone click through a certificate warning: with a self-signed
+    certificate that locks users out, so `auto` turns it on only for a trusted one.
+    """
+    value = setting.strip().lower()
+    if value not in ("auto", "on", "off"):
+        raise UsageError(f"HOSTKIT_HSTS must be auto, on or off, not {setting!r}")
+    on = value == "on" or (value == "auto" and not self_signed)
+    header = f'add_header Strict-Transport-Security "max-age={HSTS_MAX_AGE}" always;'
+    state = "on" if on else "off"
+    first = f"# Written by `hostkit stack up`: HOSTKIT_HSTS={value} -> {state}\n"
+    return first + (header + "\n" if on else "")
 
 
 def primary_ip(host: LocalHost) -> Optional[str]:
@@ -305,9 +359,129 @@ class Stack:
         base64.b64decode(encoded, validate=True)
         return encoded
 
-    def up(self, timeout: float = 300) -> dict[str, dict[str, str]]:
+    def write_runtime_files(self) -> list[str]:
+        """hub.env and the hub's secret files, from .env; returns the paths changed.
+
+        secrets/ is 0700 (no one on the host but root gets in); secrets/hub/, mounted into
+        the hub, is 0750 root:hub and its files 0440, so inside the container only the hub's
+        user reads them.
+        """
+        env = self.read_env()
+        changed = []
+        hub_env = f"{self.directory}/{HUB_ENV_FILE}"
+        text = format_container_env(env)
+        if not self.host.exists(hub_env) or self.host.read_text(hub_env) != text:
+            self.host.write_text(hub_env, text, mode=0o600, backup=False)
+            changed.append(hub_env)
+        outer, inner = f"{self.directory}/secrets", f"{self.directory}/secrets/hub"
+        self.host.makedirs(inner, mode=0o700)
+        self.host.chmod(outer, 0o700)
+        self.host.chmod(inner, 0o750)
+        for key, name in SECRET_FILES.items():
+            path = f"{inner}/{name}"
+            value = env.get(key, "")
+            if not self.host.exists(path) or self.host.read_text(path) != value:
+                self.host.write_text(path, value, mode=0o440, backup=False)
+                changed.append(path)
+        owner = f"0:{HUB_UID}"
+        self.host.run(["chown", "-R", owner, str(self.host.path(inner))], check=True)
+        self.host.makedirs(f"{self.directory}/jupyterhub_config.d")
+        hsts_path = f"{self.directory}/nginx.d/hsts.conf"
+        cert = f"{self.certs_dir}/{certs_mod.CERT_NAME}"
+        self_signed = True
+        if self.host.exists(cert):
+            self_signed = certs_mod.describe(self.host.read_text(cert)).self_signed
+        text = hsts_conf(env.get("HOSTKIT_HSTS", ENV_DEFAULTS["HOSTKIT_HSTS"]), self_signed)
+        if not self.host.exists(hsts_path) or self.host.read_text(hsts_path) != text:
+            self.host.write_text(hsts_path, text, mode=0o644, backup=False)
+            changed.append(hsts_path)
+        return changed
+
+    def own_hub_data(self) -> None:
+        """Give an existing hub data volume to the hub's unprivileged user.
+
+        Stacks from before the hub ran unprivileged have a root-owned /data; a fresh volume
+        takes its owner from the image.
+        """
+        env = self.read_env()
+        volume = env.get("HOSTKIT_HUB_VOLUME", ENV_DEFAULTS["HOSTKIT_HUB_VOLUME"])
+        image = env.get("HOSTKIT_HUB_IMAGE", ENV_DEFAULTS["HOSTKIT_HUB_IMAGE"])
+        if not self.host.run(["docker", "volume", "inspect", volume], check=False).ok:
+            return
+        owner = f"{HUB_UID}:{HUB_UID}"
+        self.host.run(
+            ["docker", "run", "--rm", "--user", "0:0", "--network", "none", "--entrypoint", "chown",
+             "-v", f"{volume}:/data", image, "-R", owner, "/data"],
+            timeout=300,
+            check=True,
+        )
+
+    def up(self, timeout: float = 300, changed: Sequence[str] = ()) -> dict[str, dict[str, str]]:
+        """Start or update the stack; files changed since the last run take effect.
+
+        `compose up -d` recreates a container only when its definition changes, and a
+        single-file bind mount rewritten atomically (a new inode) keeps showing the old
+        file: so nginx is reloaded for new certificates or settings and restarted for a new
+        nginx.conf, and the hub restarted (users' servers keep running) for its config.
+        """
+        changed = [*changed, *self.write_runtime_files()]
+        hub = self.container_id(HUB_SERVICE)
+        if hub:
+            changed += self.config_d_changed(self.started_at(hub))
+        self.own_hub_data()
+        before = {service: self.container_id(service) for service in (HUB_SERVICE, NGINX_SERVICE)}
         self.compose("up", "-d", "--remove-orphans", timeout=timeout)
-        return self.wait_healthy(timeout=timeout)
+        states = self.wait_healthy(timeout=timeout)
+        actions = self.take_effect(changed, before)
+        return self.wait_healthy(timeout=timeout) if actions else states
+
+    def take_effect(self, changed: Sequence[str], before: dict[str, Optional[str]]) -> list[str]:
+        """Reload or restart what kept running with old files; returns what was done."""
+        prefix = self.directory + "/"
+        rel = {p[len(prefix) :] if p.startswith(prefix) else p for p in changed}
+        done = []
+        for service, restart_on, reload_on in (
+            (HUB_SERVICE, ("jupyterhub_config.py", "jupyterhub_config.d/", "secrets/"), ()),
+            (NGINX_SERVICE, ("nginx.conf",), ("certs/", "nginx.d/")),
+        ):
+            cid = self.container_id(service)
+            if not cid or cid != before.get(service):
+                continue  # (re)created by compose: it has the new files already
+            if any(p == r or (r.endswith("/") and p.startswith(r)) for p in rel for r in restart_on):
+                self.host.run(["docker", "restart", cid], timeout=120, check=True)
+                done.append(f"restarted {service}")
+            elif any(p.startswith(r) for p in rel for r in reload_on):
+                self.host.run(["docker", "exec", cid, "nginx", "-s", "reload"], timeout=60, check=True)
+                done.append(f"reloaded {service}")
+        for action in done:
+            self.log(action)
+        return done
+
+    def started_at(self, container: str) -> float:
+        """When a container last started (epoch seconds)."""
+        text = str(self.inspect(container).get("State", {}).get("StartedAt", ""))
+        match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", text)
+        if not match:
+            return 0.0
+        moment = datetime.datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S")
+        return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+    def config_d_changed(self, since: float) -> list[str]:
+        """The admin's jupyterhub_config.d files modified after `since` (a timestamp)."""
+        directory = f"{self.directory}/jupyterhub_config.d"
+        if not self.host.exists(directory):
+            return []
+        return [p for p in self.host.glob(directory, "*.py") if self.host.stat(p).st_mtime > since]
+
+    def reload_nginx(self) -> bool:
+        """Make a running nginx load new certificates; False when the stack is not running."""
+        if not self.host.exists(f"{self.directory}/docker-compose.yml"):
+            return False
+        cid = self.container_id(NGINX_SERVICE)
+        if not cid:
+            return False
+        self.host.run(["docker", "exec", cid, "nginx", "-s", "reload"], timeout=60, check=True)
+        return True
 
     def down(self) -> list[str]:
         """Stop the stack. Users' containers go too (their volumes stay)."""

@@ -76,6 +76,9 @@ def create_user(name: str, password: str) -> dict[str, Any]:
 
 def approve_user(name: str) -> dict[str, Any]:
     token = os.environ.get("HOSTKIT_API_TOKEN", "")
+    if not token and os.path.exists("/run/hostkit-secrets/api_token"):  # where the stack mounts it
+        with open("/run/hostkit-secrets/api_token", encoding="utf-8") as fh:
+            token = fh.read().strip()
     if not token:
         fail("HOSTKIT_API_TOKEN is not set in the hub's environment")
     request = urllib.request.Request(  # noqa: S310 - HUB_URL is the hub's own http address

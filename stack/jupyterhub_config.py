@@ -1,14 +1,17 @@
 # JupyterHub configuration for hostkit's stack.
 #
 # Everything site-specific comes from the environment (the stack's .env, written by
-# `hostkit stack up`), with defaults that suit a single server. Mounted read-only into
-# the hub container: edit it in the deploy directory and `hostkit stack up` again.
+# `hostkit stack up`), with defaults that suit a single server. hostkit replaces this file
+# on `stack up` (keeping the old one as .bak): put your own settings in
+# jupyterhub_config.d/*.py in the deploy directory, loaded last, in name order, and never
+# touched by hostkit; `hostkit stack up` restarts the hub when they change.
 from __future__ import annotations
 
 import base64
 import json
 import os
 import sys
+from typing import Any, Optional
 
 from jupyterhub.apihandlers import APIHandler
 from jupyterhub.scopes import needs_scope
@@ -26,6 +29,18 @@ def env(name: str, default: str) -> str:
 
 def env_int(name: str, default: int) -> int:
     return int(env(name, str(default)))
+
+
+SECRETS_DIR = env("HOSTKIT_SECRETS_DIR", "/run/hostkit-secrets")
+
+
+def secret(name: str, legacy_env: str) -> str:
+    """A secret from its file (mounted read-only by docker-compose.yml), else the environment."""
+    path = os.path.join(SECRETS_DIR, name)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    return os.environ.get(legacy_env, "").strip()
 
 
 ADMIN = env("HOSTKIT_ADMIN", "admin")
@@ -103,6 +118,27 @@ class SignupAPIHandler(APIHandler):  # type: ignore[misc]
         self.set_status(204)
 
 
+def client_address(handler: Any) -> str:
+    """The address a login comes from, as the lockout counts it.
+
+    Through nginx, the request reaches the hub from configurable-http-proxy in this container
+    and carries nginx's X-Real-IP (which nginx sets itself). A user's server can reach the
+    hub's port directly and put anything in that header: then the TCP peer counts.
+    """
+    request = getattr(handler, "request", None)
+    if request is None:
+        return ""
+    context = getattr(request.connection, "context", None)
+    peer = str(getattr(context, "_orig_remote_ip", "") or request.remote_ip)
+    try:
+        local = request.connection.stream.socket.getsockname()[0]
+    except (AttributeError, OSError, IndexError):
+        local = None
+    if peer in ("127.0.0.1", "::1") or peer == local:
+        return str(request.remote_ip)
+    return peer
+
+
 class HostkitAuthenticator(NativeAuthenticator):
     """NativeAuthenticator whose admin account is made by the installer, never at sign-up.
 
@@ -116,6 +152,37 @@ class HostkitAuthenticator(NativeAuthenticator):
         super().__init__(*args, **kwargs)
         self._ensure_admin_record()
 
+    async def authenticate(self, handler: Any, data: dict[str, str]) -> Optional[str]:
+        """NativeAuthenticator's check, with its lockout kept per (name, client address).
+
+        Per name alone, anyone could keep the admin locked out by failing five times every
+        ten minutes; per address, a stranger locks out only their own tries (and nginx
+        rate-limits the login form per address).
+        """
+        username = self.normalize_username(data["username"])
+        key = f"{username} from {client_address(handler)}"
+        user = self.get_user(username)
+        if not user:
+            return None
+        if self.allowed_failed_logins and self.is_blocked(key):
+            self.log.warning("login refused for %s: locked out after failed attempts", key)
+            return None
+        checks = [user.is_authorized, user.is_valid_password(data["password"])]
+        if user.has_2fa:
+            checks.append(user.is_valid_token(data.get("2fa")))
+        if all(checks):
+            self.successful_login(key)
+            return str(username)
+        self.add_login_attempt(key)
+        self.log.warning("failed login for %s", key)
+        return None
+
+    def add_login_attempt(self, key: str) -> None:
+        if len(self.login_attempts) > 10_000:  # many addresses: forget the expired entries
+            for old in [k for k in self.login_attempts if self.can_try_to_login_again(k)]:
+                self.login_attempts.pop(old, None)
+        super().add_login_attempt(key)
+
     def get_handlers(self, app: object) -> list[tuple[str, type]]:
         handlers: list[tuple[str, type]] = super().get_handlers(app)
         return [
@@ -126,9 +193,9 @@ class HostkitAuthenticator(NativeAuthenticator):
         ]
 
     def _ensure_admin_record(self) -> None:
-        encoded = os.environ.get("HOSTKIT_ADMIN_HASH_B64", "").strip()
+        encoded = secret("admin_hash_b64", "HOSTKIT_ADMIN_HASH_B64")
         if not encoded:
-            self.log.warning("HOSTKIT_ADMIN_HASH_B64 is empty: no admin account is created")
+            self.log.warning("no admin password hash: no admin account is created")
             return
         username = self.normalize_username(ADMIN)
         if UserInfo.find(self.db, username) is not None:
@@ -173,7 +240,9 @@ c.DockerSpawner.volumes = {env("HOSTKIT_USER_VOLUME", "jupyterhub-user-{username
 c.DockerSpawner.mem_limit = env("HOSTKIT_MEM_LIMIT", "4G")
 c.DockerSpawner.cpu_limit = float(env("HOSTKIT_CPU_LIMIT", "2"))
 c.DockerSpawner.extra_host_config = {
-    "extra_hosts": {env("HOSTKIT_HOST_ALIAS", "hostkit-host"): env("HOSTKIT_HOST_IP", "host-gateway")}
+    "extra_hosts": {env("HOSTKIT_HOST_ALIAS", "hostkit-host"): env("HOSTKIT_HOST_IP", "host-gateway")},
+    # a fork bomb in one user's server stays in it (the docker-api proxy requires a limit)
+    "pids_limit": env_int("HOSTKIT_PIDS_LIMIT", 1024),
 }
 c.DockerSpawner.environment = {"HOSTKIT_HOST": env("HOSTKIT_HOST_ALIAS", "hostkit-host")}
 c.Spawner.default_url = "/lab"
@@ -203,7 +272,10 @@ roles: list[dict[str, object]] = [
         "services": ["idle-culler"],
     }
 ]
-api_token = os.environ.get("HOSTKIT_API_TOKEN", "").strip()
+proxy_token = secret("proxy_token", "CONFIGPROXY_AUTH_TOKEN")
+if proxy_token:
+    c.ConfigurableHTTPProxy.auth_token = proxy_token
+api_token = secret("api_token", "HOSTKIT_API_TOKEN")
 if api_token:
     # `hostkit users` acts through the hub with this token, on users and their servers.
     services.append({"name": "hostkit", "api_token": api_token})
@@ -225,3 +297,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hostkit_profiles  # noqa: E402 - needs the path above
 
 hostkit_profiles.configure(c)
+
+# ---- the admin's additions -----------------------------------------------------------
+CONFIG_D = env("HOSTKIT_CONFIG_D", "/srv/jupyterhub/jupyterhub_config.d")
+if os.path.isdir(CONFIG_D):
+    for _name in sorted(os.listdir(CONFIG_D)):
+        if _name.endswith(".py"):
+            _path = os.path.join(CONFIG_D, _name)
+            with open(_path, encoding="utf-8") as _fh:
+                exec(compile(_fh.read(), _path, "exec"), globals())  # noqa: S102 - the admin's own config

@@ -147,6 +147,7 @@ def new_deployment(tmp: Path) -> Deployment:
         "HOSTKIT_CONTAINER_PREFIX": prefix,
         "HOSTKIT_MEM_LIMIT": "2G",
         "HOSTKIT_CPU_LIMIT": "1",
+        "HOSTKIT_CERT_RENEWAL": "off",  # no timer or cron entry on the test machine for a temp stack
     }
     return dep
 

@@ -145,3 +145,39 @@ def test_cert_info_days_left_counts_from_now() -> None:
     cert_pem, _ = certs.make_self_signed("h", [], days=10, now=now)
     assert certs.describe(cert_pem).days_left(now) == 10
     assert certs.describe(cert_pem).days_left(now + dt.timedelta(days=11)) < 0
+
+
+def test_site_ca_signs_server_certificates_that_openssl_verifies(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    ip = [ipaddress.ip_address("192.0.2.10")]
+    first = certs.ensure_certs(host, "/d/certs", hostname="hub.example.org", ip_addresses=ip)
+    assert first.info is not None
+    assert first.info.self_signed  # the zero-setup default
+    lifespan = first.info.not_after - first.info.not_before
+    assert lifespan.days <= 366  # Mozilla's intermediate profile
+    signed = certs.ensure_certs(
+        host, "/d/certs", hostname="hub.example.org", ip_addresses=ip, ca_dir="/d/ca", make_ca_if_missing=True
+    )
+    assert signed.info is not None
+    assert not signed.info.self_signed  # the self-signed one was replaced
+    ca_dir = tmp_path / "d" / "ca"
+    assert ca_dir.stat().st_mode & 0o777 == 0o700
+    assert (ca_dir / certs.CA_KEY_NAME).stat().st_mode & 0o777 == 0o600
+    ca = x509.load_pem_x509_certificate((ca_dir / certs.CA_CERT_NAME).read_bytes())
+    leaf = x509.load_pem_x509_certificate((tmp_path / "d/certs/hostkit.crt").read_bytes())
+    leaf.verify_directly_issued_by(ca)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    if shutil.which("openssl"):
+        proc = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(ca_dir / certs.CA_CERT_NAME), "-purpose", "sslserver",
+             str(tmp_path / "d/certs/hostkit.crt")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    # a renewal (stack up passes ca_dir) keeps using the same CA, which is not remade
+    renewed = certs.ensure_certs(host, "/d/certs", hostname="hub.example.org", ip_addresses=ip,
+                                 ca_dir="/d/ca", force=True)  # fmt: skip
+    assert f"/d/ca/{certs.CA_KEY_NAME}" not in renewed.changed
+    again = x509.load_pem_x509_certificate((tmp_path / "d/certs/hostkit.crt").read_bytes())
+    again.verify_directly_issued_by(ca)
+    assert again.serial_number != leaf.serial_number

@@ -161,3 +161,55 @@ def test_hubctl_errors_become_hostkit_errors(tmp_path: Path) -> None:
         s.approve("zed")
     host.commands[key] = '{"ok": true, "approved": "zed", "changed": true}'
     assert s.approve("zed") is True
+
+
+def test_runtime_files_keep_secrets_out_of_the_containers_environment(tmp_path: Path) -> None:
+    chown = ("chown", "-R", "0:1000", str(tmp_path / "opt/hostkit/secrets/hub"))
+    host = FakeHost(tmp_path, commands={chown: ""}, binaries=("docker", "chown"))
+    s = stack_mod.Stack(host, "/opt/hostkit")
+    env, _ = s.write_env({"HOSTKIT_ADMIN_HASH_B64": "JDJiJDEy=="})
+    s.write_runtime_files()
+    assert chown in host.calls  # root:hub, so only the hub's user reads them in the container
+    hub_env = host.path("/opt/hostkit/hub.env").read_text()
+    for key in stack_mod.SECRET_FILES:
+        assert key not in hub_env
+    assert "HOSTKIT_PORT=9090" in hub_env
+    secrets = host.path("/opt/hostkit/secrets")
+    assert secrets.stat().st_mode & 0o777 == 0o700
+    assert (secrets / "hub").stat().st_mode & 0o777 == 0o750
+    token = secrets / "hub" / "api_token"
+    assert token.read_text() == env["HOSTKIT_API_TOKEN"]
+    assert token.stat().st_mode & 0o777 == 0o440
+    assert (secrets / "hub" / "admin_hash_b64").read_text() == "JDJiJDEy=="
+    assert s.write_runtime_files() == []  # nothing changes the second time
+
+
+def test_hsts_is_a_setting_off_for_self_signed_certificates_by_default() -> None:
+    header = "add_header Strict-Transport-Security"
+    assert header not in stack_mod.hsts_conf("auto", self_signed=True)
+    assert header in stack_mod.hsts_conf("auto", self_signed=False)
+    assert header in stack_mod.hsts_conf("on", self_signed=True)
+    assert header not in stack_mod.hsts_conf("off", self_signed=False)
+    with pytest.raises(UsageError, match="HOSTKIT_HSTS"):
+        stack_mod.hsts_conf("yes", self_signed=False)
+
+
+def test_changed_files_reach_the_containers_that_kept_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = FakeHost(tmp_path, commands={
+        ("docker", "restart", "hub1"): "", ("docker", "restart", "nginx1"): "",
+        ("docker", "exec", "nginx1", "nginx", "-s", "reload"): "",
+    })  # fmt: skip
+    s = stack_mod.Stack(host, "/opt/hostkit")
+    monkeypatch.setattr(s, "container_id", {"jupyterhub": "hub1", "nginx": "nginx1"}.get)
+    running = {"jupyterhub": "hub1", "nginx": "nginx1"}
+    # a new certificate: nginx reloads, the hub is left alone
+    assert s.take_effect(["/opt/hostkit/certs/hostkit.crt"], running) == ["reloaded nginx"]
+    # nginx.conf is a single-file mount: only a restart shows the new file
+    assert s.take_effect(["/opt/hostkit/nginx.conf"], running) == ["restarted nginx"]
+    # the admin's additions or a new secret: the hub restarts (users' servers keep running)
+    assert s.take_effect(["/opt/hostkit/jupyterhub_config.d/site.py"], running) == ["restarted jupyterhub"]
+    # a container compose just recreated has the new files already
+    recreated = {"jupyterhub": "old", "nginx": "nginx1"}
+    assert s.take_effect(["/opt/hostkit/jupyterhub_config.py"], recreated) == []

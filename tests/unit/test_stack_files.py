@@ -22,11 +22,20 @@ def test_compose_file_is_v1_and_v2_compatible_with_named_network_and_volume() ->
     assert compose["networks"]["hostkit"]["name"] == "${HOSTKIT_NETWORK:-hostkit-jupyterhub}"
     assert compose["volumes"]["hub-data"]["name"]
     hub, nginx = compose["services"]["jupyterhub"], compose["services"]["nginx"]
-    for service in (hub, nginx):
+    proxy = compose["services"]["docker-api"]
+    for service in (hub, nginx, proxy):
         assert service["restart"] == "unless-stopped"
         assert service["healthcheck"]["test"][0] == "CMD"
     assert "hub-data:/data" in hub["volumes"]
-    assert "/var/run/docker.sock:/var/run/docker.sock" in hub["volumes"]
+    # only the filtering proxy holds the Docker socket; the hub is unprivileged and uses it
+    assert "/var/run/docker.sock:/var/run/docker.sock" in proxy["volumes"]
+    assert not any("docker.sock" in v for v in hub["volumes"] + nginx["volumes"])
+    assert hub["environment"]["DOCKER_HOST"] == "unix:///run/hostkit-docker/docker.sock"
+    assert hub["user"] == "1000:1000"
+    assert hub["cap_drop"] == ["ALL"]
+    assert hub["depends_on"]["docker-api"]["condition"] == "service_healthy"
+    assert proxy["cap_add"] == ["NET_ADMIN", "CHOWN"]
+    assert proxy["read_only"] is True
     assert hub["environment"]["HOSTKIT_NETWORK"] == "${HOSTKIT_NETWORK:-hostkit-jupyterhub}"
     assert nginx["depends_on"]["jupyterhub"]["condition"] == "service_healthy"
     assert all(v.endswith(":ro") for v in nginx["volumes"])
@@ -40,7 +49,7 @@ def test_nginx_conf_has_the_intermediate_tls_profile_and_websocket_proxying() ->
         "listen 8443 ssl http2;",
         "ssl_protocols TLSv1.2 TLSv1.3;",
         "ssl_dhparam         /etc/nginx/certs/dhparam.pem;",
-        "Strict-Transport-Security",
+        "include /etc/nginx/hostkit.d/*.conf;",  # hsts.conf, from HOSTKIT_HSTS
         "map $http_upgrade $connection_upgrade",
         "proxy_set_header Upgrade $http_upgrade;",
         "proxy_set_header Connection $connection_upgrade;",
@@ -52,6 +61,17 @@ def test_nginx_conf_has_the_intermediate_tls_profile_and_websocket_proxying() ->
     ):
         assert needle in conf, needle
     assert not re.search(r"^\s*ssl\s+on;", conf, re.MULTILINE)  # removed in nginx 1.25.1
+
+
+def test_nginx_rate_limits_login_posts_and_refuses_cross_site_state_changing_gets() -> None:
+    conf = (STACK / "nginx.conf").read_text()
+    assert "POST    $binary_remote_addr;" in conf  # only POSTs are counted
+    assert "limit_req_zone $hostkit_login_key zone=hostkit_login:10m rate=20r/m;" in conf
+    assert re.search(r"location = /hub/login \{\s*limit_req zone=hostkit_login burst=20 nodelay;", conf)
+    assert "limit_req_status 429;" in conf
+    block = conf[conf.index("location ~ ^/hub/(authorize|discard)/[^/]+$") :]
+    assert block.index("return 403;") < block.index("proxy_pass $hub;")
+    assert "same-origin 0;" in conf
 
 
 class _Config(dict):  # type: ignore[type-arg]
@@ -147,7 +167,7 @@ def test_hub_config_takes_site_values_from_the_environment(monkeypatch: pytest.M
     assert c.Authenticator.admin_users == {"prof"}
     assert c.DockerSpawner.mem_limit == "1G"
     assert c.DockerSpawner.cpu_limit == 0.5
-    assert c.DockerSpawner.extra_host_config == {"extra_hosts": {"dbhost": "10.0.0.7"}}
+    assert c.DockerSpawner.extra_host_config == {"extra_hosts": {"dbhost": "10.0.0.7"}, "pids_limit": 1024}
     assert c.DockerSpawner.volumes == {"t1-user-{username}": "/home/jovyan/work"}
     culler = c.JupyterHub.services[0]
     assert "--timeout=40" in culler["command"]
@@ -177,3 +197,28 @@ def test_singleuser_dockerfile_turns_record_timing_on_and_installs_the_seed_exte
         "openjdk-21-jre-headless",
     ):
         assert package in text, package
+
+
+class _Request:
+    def __init__(self, remote_ip: str, peer: str, local: str) -> None:
+        self.remote_ip = remote_ip  # after tornado applied X-Real-IP
+        sock = types.SimpleNamespace(getsockname=lambda: (local, 8081))
+        self.connection = types.SimpleNamespace(
+            context=types.SimpleNamespace(_orig_remote_ip=peer), stream=types.SimpleNamespace(socket=sock)
+        )
+
+
+def test_lockout_address_trusts_x_real_ip_only_from_the_hubs_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, ns = _load_hub_config(monkeypatch, {})
+    address = ns["client_address"]
+    # through nginx -> configurable-http-proxy (in the hub's container) -> hub
+    assert address(types.SimpleNamespace(request=_Request("203.0.113.9", "172.20.0.3", "172.20.0.3"))) == (
+        "203.0.113.9"
+    )
+    assert address(types.SimpleNamespace(request=_Request("203.0.113.9", "127.0.0.1", "172.20.0.3"))) == (
+        "203.0.113.9"
+    )
+    # a user's container talking to the hub's port directly, naming any address it likes
+    assert address(types.SimpleNamespace(request=_Request("198.51.100.1", "172.20.0.7", "172.20.0.3"))) == (
+        "172.20.0.7"
+    )

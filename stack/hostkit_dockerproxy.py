@@ -1,0 +1,489 @@
+"""The hub's only way to Docker: a filtering Docker API proxy, and the users' network guard.
+
+The hub (internet-facing) never holds /var/run/docker.sock: whoever can call the Docker API
+there is root on the host. This process does, and serves the hub a unix socket (in a volume
+shared with the hub only) that answers exactly what DockerSpawner needs:
+
+- GET /_ping, /version; GET /images/NAME/json for the allowed images;
+- POST /containers/create, checked field by field: the allowed image, a name with the
+  stack's prefix, the users' network, named volumes matching the user-volume pattern, a
+  PID limit; never Privileged, host namespaces, capabilities, devices, host binds, published
+  ports, security-option or sysctl changes. The stack's label is added to what it creates;
+- GET /containers/ID/json, POST /containers/ID/start|stop, DELETE /containers/ID, only for
+  containers carrying that label.
+
+Everything else is 403 with the reason. Standard library only, so it runs from the hub
+image (python3) as its own service.
+
+The same process keeps the users' network guard: an nftables table (its own, so it never
+touches Docker's or firewalld's rules) that lets user containers talk to the hub, to nginx's
+TLS port and to the internet, and drops user-to-user traffic, the host's ports other than
+HOSTKIT_HOST_PORTS, other published ports of the host, and link-local addresses (cloud
+metadata). It is re-applied every few seconds (the hub's address changes when it restarts)
+and a container is only created while it is in place.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import re
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Optional
+
+LABEL = "org.hostkit.stack"
+log = logging.getLogger("hostkit-docker-api")
+
+
+# ---- policy (pure) --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Policy:
+    """What the hub may ask for."""
+
+    stack: str  # the compose project: the label value on user containers
+    network: str
+    prefix: str  # user containers are named PREFIX-...
+    volume_pattern: str  # e.g. jupyterhub-user-{username}
+    images: frozenset[str]
+    max_pids: int = 4096
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Policy:
+        images = {env.get("HOSTKIT_NOTEBOOK_IMAGE", "hostkit/singleuser:full")}
+        images |= {i.strip() for i in env.get("HOSTKIT_ALLOWED_IMAGES", "").split(",") if i.strip()}
+        return cls(
+            stack=env.get("COMPOSE_PROJECT_NAME", "hostkit"),
+            network=env.get("HOSTKIT_NETWORK", "hostkit-jupyterhub"),
+            prefix=env.get("HOSTKIT_CONTAINER_PREFIX", "jupyter"),
+            volume_pattern=env.get("HOSTKIT_USER_VOLUME", "jupyterhub-user-{username}"),
+            images=frozenset(images),
+            max_pids=int(env.get("HOSTKIT_MAX_PIDS_LIMIT", "4096") or 4096),
+        )
+
+    def volume_ok(self, name: str) -> bool:
+        before, _, after = self.volume_pattern.partition("{username}")
+        pattern = re.escape(before) + r"[A-Za-z0-9_.-]+" + re.escape(after)
+        return re.fullmatch(pattern, name) is not None
+
+
+class Refused(Exception):
+    """A request the policy does not allow; the message is the reason."""
+
+
+API_VERSION = re.compile(r"^/v[0-9]+(\.[0-9]+)?(?=/)")
+CONTAINER_OPS = {
+    ("GET", "json"),
+    ("POST", "start"),
+    ("POST", "stop"),
+}
+
+
+def route(method: str, path: str) -> tuple[str, str]:
+    """(kind, object) for an allowed endpoint; Refused otherwise.
+
+    kind: "pass" (forward as is), "image" (inspect, allowed images only), "create",
+    "container" (an operation on an existing container, which must be the stack's).
+    """
+    bare = API_VERSION.sub("", urllib.parse.urlsplit(path).path)
+    if "%" in bare and not bare.startswith("/images/"):
+        raise Refused("encoded characters in the path are not accepted")
+    parts = [urllib.parse.unquote(p) for p in bare.strip("/").split("/")]
+    if method in ("GET", "HEAD") and bare in ("/_ping", "/version"):
+        return "pass", ""
+    if method == "GET" and len(parts) >= 3 and parts[0] == "images" and parts[-1] == "json":
+        return "image", "/".join(parts[1:-1])
+    if method == "POST" and parts == ["containers", "create"]:
+        return "create", ""
+    if len(parts) == 3 and parts[0] == "containers" and (method, parts[2]) in CONTAINER_OPS:
+        return "container", _object_id(parts[1])
+    if method == "DELETE" and len(parts) == 2 and parts[0] == "containers":
+        return "container", _object_id(parts[1])
+    raise Refused(f"endpoint not allowed: {method} {bare}")
+
+
+OBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def _object_id(text: str) -> str:
+    """A container name or id as Docker spells them: the proxy checks what Docker acts on."""
+    if not OBJECT_ID.fullmatch(text) or ".." in text:
+        raise Refused(f"not a container name or id: {text!r}")
+    return text
+
+
+NAMESPACE_MODES = ("PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
+MUST_BE_EMPTY = (
+    "CapAdd",
+    "Devices",
+    "DeviceRequests",
+    "DeviceCgroupRules",
+    "Sysctls",
+    "VolumesFrom",
+    "Links",
+    "PortBindings",
+    "CgroupParent",
+    "SecurityOpt",
+    "MaskedPaths",
+    "ReadonlyPaths",
+    "VolumeDriver",
+)
+
+
+def check_create(query: dict[str, str], body: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """The create request to forward (the stack's label added); Refused with the reason."""
+    name = query.get("name", "")
+    if not name.startswith(f"{policy.prefix}-"):
+        raise Refused(f"container name {name!r} does not start with {policy.prefix}-")
+    if body.get("Image") not in policy.images:
+        raise Refused(f"image {body.get('Image')!r} is not allowed (allowed: {sorted(policy.images)})")
+    host = body.get("HostConfig") or {}
+    if host.get("Privileged"):
+        raise Refused("Privileged containers are not allowed")
+    for key in MUST_BE_EMPTY:
+        if host.get(key) and not (key == "SecurityOpt" and _only_no_new_privileges(host[key])):
+            raise Refused(f"HostConfig.{key} is not allowed")
+    for key in NAMESPACE_MODES:
+        value = str(host.get(key) or "")
+        if value not in ("", "private", "shareable", "none"):
+            raise Refused(f"HostConfig.{key}={value!r} is not allowed")
+    if host.get("NetworkMode") != policy.network:
+        raise Refused(f"HostConfig.NetworkMode must be {policy.network!r}, not {host.get('NetworkMode')!r}")
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if set(endpoints) - {policy.network}:
+        raise Refused(f"networks other than {policy.network!r} are not allowed")
+    if host.get("PublishAllPorts"):
+        raise Refused("published ports are not allowed")
+    if str(host.get("Runtime") or "runc") != "runc":
+        raise Refused(f"runtime {host.get('Runtime')!r} is not allowed")
+    if host.get("OomKillDisable"):
+        raise Refused("OomKillDisable is not allowed")
+    for bind in host.get("Binds") or []:
+        source = str(bind).split(":", 1)[0]
+        if source.startswith("/") or not policy.volume_ok(source):
+            raise Refused(f"bind mount {source!r} is not allowed: only user volumes {policy.volume_pattern}")
+    for mount in host.get("Mounts") or []:
+        kind, source = mount.get("Type"), str(mount.get("Source") or "")
+        if kind == "tmpfs":
+            continue
+        if kind != "volume" or not policy.volume_ok(source):
+            raise Refused(f"{kind} mount {source!r} is not allowed: only user volumes")
+    pids = int(host.get("PidsLimit") or 0)
+    if not 0 < pids <= policy.max_pids:
+        raise Refused(f"HostConfig.PidsLimit must be between 1 and {policy.max_pids}, not {pids}")
+    if not int(host.get("Memory") or 0) > 0:
+        raise Refused("HostConfig.Memory (a memory limit) is required")
+    labels = dict(body.get("Labels") or {})
+    labels[LABEL] = policy.stack
+    return {**body, "Labels": labels}
+
+
+def _only_no_new_privileges(options: list[str]) -> bool:
+    return all(str(o).replace("=", ":") in ("no-new-privileges", "no-new-privileges:true") for o in options)
+
+
+# ---- network guard (pure rendering) ---------------------------------------------------
+@dataclass(frozen=True)
+class Guard:
+    """The addresses the users' network guard is written for."""
+
+    bridge: str
+    hub_ips: tuple[str, ...]
+    nginx_ips: tuple[str, ...]
+    host_ports: tuple[int, ...]
+    nginx_port: int = 8443  # nginx's TLS port (users may open the public URL)
+    hub_api_port: int = 8081  # the hub's API, which users' servers report to
+    hub_proxy_port: int = 8000  # configurable-http-proxy, for nginx only
+
+    @property
+    def table(self) -> str:
+        return "hostkit_" + re.sub(r"[^A-Za-z0-9_]", "_", self.bridge)
+
+
+def _set(items: tuple[object, ...]) -> str:
+    return "{ " + ", ".join(str(i) for i in items) + " }"
+
+
+def render_guard(guard: Guard) -> str:
+    """An `nft -f` script that replaces the guard's table in one transaction."""
+    br = json.dumps(guard.bridge)
+    fwd = [
+        f"iifname != {br} accept",
+        "ct state established,related accept",
+        "ip daddr 169.254.0.0/16 counter drop comment \"link-local: cloud metadata\"",
+    ]
+    if guard.hub_ips:
+        hub = _set(guard.hub_ips)
+        fwd += [
+            f"oifname {br} ip saddr {hub} accept",
+            f"oifname {br} ip daddr {hub} tcp dport {guard.hub_api_port} accept",
+        ]
+        if guard.nginx_ips:
+            nginx, port = _set(guard.nginx_ips), guard.hub_proxy_port
+            fwd.append(f"oifname {br} ip saddr {nginx} ip daddr {hub} tcp dport {port} accept")
+    if guard.nginx_ips:
+        fwd.append(f"oifname {br} ip daddr {_set(guard.nginx_ips)} tcp dport {guard.nginx_port} accept")
+    fwd.append(f"oifname {br} counter drop comment \"user to user\"")
+    if guard.host_ports:
+        fwd.append(f"ct status dnat ct original proto-dst {_set(guard.host_ports)} accept")
+    fwd.append("ct status dnat counter drop comment \"the host's other published ports\"")
+    inp = [
+        f"iifname != {br} accept",
+        "ct state established,related accept",
+        "meta l4proto { tcp, udp } th dport 53 accept",
+    ]
+    if guard.host_ports:
+        inp.append(f"tcp dport {_set(guard.host_ports)} accept")
+    inp.append("counter drop comment \"the host's other ports\"")
+    lines = [
+        f"table inet {guard.table} {{}}",
+        f"delete table inet {guard.table}",
+        f"table inet {guard.table} {{",
+        "  chain forward {",
+        "    type filter hook forward priority -10; policy accept;",
+        *(f"    {rule}" for rule in fwd),
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority -10; policy accept;",
+        *(f"    {rule}" for rule in inp),
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+STALE_TABLE = re.compile(r"^table inet (hostkit_br_([0-9a-f]{12}))$", re.MULTILINE)
+
+
+def stale_tables(listing: str, bridge_exists: Any) -> list[str]:
+    """Guard tables (from `nft list tables`) whose Docker bridge is gone."""
+    return [m.group(1) for m in STALE_TABLE.finditer(listing) if not bridge_exists(f"br-{m.group(2)}")]
+
+
+def parse_ports(text: str) -> tuple[int, ...]:
+    ports = []
+    for item in text.replace(" ", ",").split(","):
+        if item.strip():
+            port = int(item)
+            if not 0 < port < 65536:
+                raise ValueError(f"not a port: {item}")
+            ports.append(port)
+    return tuple(sorted(set(ports)))
+
+
+# ---- upstream -------------------------------------------------------------------------
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 120) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+@dataclass
+class Upstream:
+    path: str = "/var/run/docker.sock"
+
+    def request(
+        self, method: str, url: str, body: Optional[bytes] = None, headers: Optional[dict[str, str]] = None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = UnixHTTPConnection(self.path)
+        try:
+            conn.request(method, url, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.getheaders(), resp.read()
+        finally:
+            conn.close()
+
+    def get_json(self, url: str) -> Any:
+        status, _, data = self.request("GET", url)
+        if status != 200:
+            raise LookupError(f"GET {url}: {status}")
+        return json.loads(data)
+
+
+# ---- the guard's loop -------------------------------------------------------------------
+@dataclass
+class GuardKeeper:
+    upstream: Upstream
+    policy: Policy
+    host_ports: tuple[int, ...]
+    enabled: bool = True
+    applied: Optional[str] = None
+    ok: bool = False
+    error: str = "not applied yet"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current(self) -> Guard:
+        net = self.upstream.get_json(f"/networks/{urllib.parse.quote(self.policy.network)}")
+        bridge = (net.get("Options") or {}).get("com.docker.network.bridge.name") or "br-" + net["Id"][:12]
+        ips: dict[str, list[str]] = {"jupyterhub": [], "nginx": []}
+        flt = json.dumps({"label": [f"com.docker.compose.project={self.policy.stack}"]})
+        for row in self.upstream.get_json("/containers/json?filters=" + urllib.parse.quote(flt)):
+            service = (row.get("Labels") or {}).get("com.docker.compose.service", "")
+            endpoint = ((row.get("NetworkSettings") or {}).get("Networks") or {}).get(self.policy.network)
+            if service in ips and endpoint and endpoint.get("IPAddress"):
+                ips[service].append(endpoint["IPAddress"])
+        return Guard(bridge, tuple(sorted(ips["jupyterhub"])), tuple(sorted(ips["nginx"])), self.host_ports)
+
+    def refresh(self) -> bool:
+        """Bring the nftables table up to date; True when it is in place."""
+        if not self.enabled:
+            return True
+        with self.lock:
+            try:
+                guard = self.current()
+                script = render_guard(guard)
+                listed = subprocess.run(
+                    ["nft", "list", "table", "inet", guard.table], capture_output=True, text=True, check=False
+                )
+                if script != self.applied or listed.returncode != 0:
+                    proc = subprocess.run(
+                        ["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False
+                    )
+                    if proc.returncode != 0:
+                        raise RuntimeError(proc.stderr.strip() or "nft failed")
+                    log.info("network guard for %s: hub %s, nginx %s, host ports %s",
+                             guard.bridge, guard.hub_ips, guard.nginx_ips, guard.host_ports)
+                    self.applied = script
+                self.ok, self.error = bool(guard.hub_ips), "" if guard.hub_ips else "the hub has no address"
+            except (OSError, LookupError, RuntimeError, ValueError, KeyError) as exc:
+                self.ok, self.error = False, str(exc)
+                log.warning("network guard: %s", exc)
+            return self.ok
+
+    def remove_stale(self) -> None:
+        """Drop the tables of stacks whose network no longer exists (no rules pile up)."""
+        listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False)
+        for table in stale_tables(listed.stdout, lambda b: os.path.exists(f"/sys/class/net/{b}")):
+            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
+            log.info("removed the guard table %s (its network is gone)", table)
+
+    def loop(self, every: float = 3.0) -> None:
+        if self.enabled:
+            self.remove_stale()
+        while True:
+            self.refresh()
+            time.sleep(every)
+
+
+# ---- HTTP server ------------------------------------------------------------------------
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade"}
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ProxyServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        log.debug(format, *args)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers:
+            if key.lower() not in HOP_HEADERS:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _refuse(self, reason: str, status: int = 403) -> None:
+        log.warning("refused %s %s: %s", self.command, self.path, reason)
+        body = json.dumps({"message": f"hostkit docker-api: {reason}"}).encode()
+        self._send(status, [("Content-Type", "application/json")], body)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            self._refuse("chunked request bodies are not accepted", 411)
+            return
+        try:
+            kind, obj = route(self.command, self.path)
+            policy, upstream = self.server.policy, self.server.upstream
+            if kind == "image" and obj not in policy.images:
+                raise Refused(f"image {obj!r} is not allowed")
+            if kind == "container":
+                status, _, data = upstream.request("GET", f"/containers/{urllib.parse.quote(obj)}/json")
+                if status == 404:
+                    self._send(404, [("Content-Type", "application/json")], data)
+                    return
+                labels = (json.loads(data).get("Config") or {}).get("Labels") or {} if status == 200 else {}
+                if labels.get(LABEL) != policy.stack:
+                    raise Refused(f"{obj} is not a user container of this stack")
+            if kind == "create":
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                checked = check_create(query, json.loads(body or b"{}"), policy)
+                if not self.server.guard.refresh():
+                    raise Refused(f"the users' network guard is not in place: {self.server.guard.error}")
+                body = json.dumps(checked).encode()
+                log.info("creating %s", query.get("name"))
+        except Refused as exc:
+            self._refuse(str(exc))
+            return
+        except (ValueError, TypeError, AttributeError) as exc:
+            self._refuse(f"malformed request: {exc}", 400)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS | {"host"}}
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        status, resp_headers, data = self.server.upstream.request(self.command, self.path, body, headers)
+        self._send(status, resp_headers, data)
+
+    do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = _handle
+
+
+class ProxyServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, policy: Policy, upstream: Upstream, guard: GuardKeeper) -> None:
+        self.policy, self.upstream, self.guard = policy, upstream, guard
+        if os.path.exists(path):
+            os.unlink(path)
+        super().__init__(path, ProxyHandler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, _ = self.socket.accept()
+        return sock, ("unix", 0)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    env = dict(os.environ)
+    policy = Policy.from_env(env)
+    upstream = Upstream(env.get("HOSTKIT_DOCKER_SOCKET", "/var/run/docker.sock"))
+    keeper = GuardKeeper(
+        upstream,
+        policy,
+        parse_ports(env.get("HOSTKIT_HOST_PORTS", "")),
+        enabled=env.get("HOSTKIT_ISOLATE_USERS", "1") != "0",
+    )
+    keeper.refresh()
+    threading.Thread(target=keeper.loop, daemon=True).start()
+    path = env.get("HOSTKIT_PROXY_SOCKET", "/run/hostkit-docker/docker.sock")
+    server = ProxyServer(path, policy, upstream, keeper)
+    uid = int(env.get("HOSTKIT_HUB_UID", "1000"))
+    os.chmod(path, 0o660)  # before chown: changing the mode of another's file needs CAP_FOWNER
+    os.chown(path, uid, 0)  # the hub's user; group root for this service's health check
+    log.info("serving %s for %s (images %s)", path, policy.stack, sorted(policy.images))
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

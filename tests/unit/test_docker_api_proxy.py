@@ -1,0 +1,185 @@
+"""The docker-api proxy's policy: what a compromised hub may and may not ask Docker for."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "stack" / "hostkit_dockerproxy.py"
+_spec = importlib.util.spec_from_file_location("hostkit_dockerproxy", PATH)
+assert _spec is not None
+assert _spec.loader is not None
+proxy = importlib.util.module_from_spec(_spec)
+sys.modules["hostkit_dockerproxy"] = proxy
+_spec.loader.exec_module(proxy)
+
+POLICY = proxy.Policy(
+    stack="hk1",
+    network="hk1-net",
+    prefix="hk1",
+    volume_pattern="hk1-user-{username}",
+    images=frozenset({"hostkit/singleuser:full"}),
+)
+
+
+def _spawner_body(**host: Any) -> dict[str, Any]:
+    """What DockerSpawner 14 sends to POST /containers/create (the fields that matter)."""
+    host_config = {
+        "NetworkMode": "hk1-net",
+        "Binds": ["hk1-user-alice:/home/jovyan/work:rw"],
+        "Memory": 2 * 1024**3,
+        "NanoCpus": 1_000_000_000,
+        "PidsLimit": 1024,
+        "ExtraHosts": ["hostkit-host:10.0.0.7"],
+        **host,
+    }
+    return {"Image": "hostkit/singleuser:full", "Labels": {"x": "1"}, "HostConfig": host_config}
+
+
+def test_what_dockerspawner_sends_is_forwarded_with_the_stack_label() -> None:
+    body = proxy.check_create({"name": "hk1-alice"}, _spawner_body(), POLICY)
+    assert body["Labels"] == {"x": "1", proxy.LABEL: "hk1"}
+    assert body["HostConfig"]["Binds"] == ["hk1-user-alice:/home/jovyan/work:rw"]
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ({"Privileged": True}, "Privileged"),
+        ({"Binds": ["/:/host:rw"]}, "bind mount '/'"),
+        ({"Binds": ["/var/run/docker.sock:/var/run/docker.sock"]}, "bind mount"),
+        ({"Binds": ["hk1-hub-data:/data"]}, "bind mount 'hk1-hub-data'"),
+        ({"Mounts": [{"Type": "bind", "Source": "/etc", "Target": "/x"}]}, "bind mount '/etc'"),
+        ({"NetworkMode": "host"}, "NetworkMode"),
+        ({"NetworkMode": "container:abc"}, "NetworkMode"),
+        ({"PidMode": "host"}, "PidMode"),
+        ({"IpcMode": "host"}, "IpcMode"),
+        ({"UsernsMode": "host"}, "UsernsMode"),
+        ({"CapAdd": ["SYS_ADMIN"]}, "CapAdd"),
+        ({"Devices": [{"PathOnHost": "/dev/sda"}]}, "Devices"),
+        ({"SecurityOpt": ["apparmor=unconfined"]}, "SecurityOpt"),
+        ({"Sysctls": {"net.ipv4.ip_forward": "1"}}, "Sysctls"),
+        ({"PortBindings": {"8888/tcp": [{"HostPort": "8888"}]}}, "PortBindings"),
+        ({"PidsLimit": 0}, "PidsLimit"),
+        ({"PidsLimit": -1}, "PidsLimit"),
+        ({"Memory": 0}, "Memory"),
+        ({"Runtime": "runsc-debug"}, "runtime"),
+        ({"CgroupParent": "/"}, "CgroupParent"),
+    ],
+)
+def test_create_requests_that_reach_the_host_are_refused(host: dict[str, Any], reason: str) -> None:
+    body = _spawner_body(**host)
+    with pytest.raises(proxy.Refused, match=reason):
+        proxy.check_create({"name": "hk1-alice"}, body, POLICY)
+
+
+def test_only_allowed_images_and_names_with_the_prefix() -> None:
+    with pytest.raises(proxy.Refused, match="image 'alpine' is not allowed"):
+        proxy.check_create({"name": "hk1-alice"}, {**_spawner_body(), "Image": "alpine"}, POLICY)
+    with pytest.raises(proxy.Refused, match="does not start with hk1-"):
+        proxy.check_create({"name": "nginx"}, _spawner_body(), POLICY)
+    with pytest.raises(proxy.Refused, match="networks other than"):
+        proxy.check_create(
+            {"name": "hk1-a"},
+            {**_spawner_body(), "NetworkingConfig": {"EndpointsConfig": {"bridge": {}}}},
+            POLICY,
+        )
+    assert proxy.check_create({"name": "hk1-a"}, _spawner_body(SecurityOpt=["no-new-privileges"]), POLICY)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/v1.41/version", ("pass", "")),
+        ("GET", "/_ping", ("pass", "")),
+        ("GET", "/v1.41/images/hostkit/singleuser:full/json", ("image", "hostkit/singleuser:full")),
+        ("POST", "/v1.41/containers/create?name=hk1-alice", ("create", "")),
+        ("GET", "/v1.41/containers/hk1-alice/json", ("container", "hk1-alice")),
+        ("POST", "/v1.41/containers/abc/start", ("container", "abc")),
+        ("POST", "/v1.41/containers/abc/stop?t=10", ("container", "abc")),
+        ("DELETE", "/v1.41/containers/abc?v=True", ("container", "abc")),
+    ],
+)
+def test_the_endpoints_dockerspawner_needs_are_routed(
+    method: str, path: str, expected: tuple[str, str]
+) -> None:
+    assert proxy.route(method, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1.41/containers/abc/exec"),
+        ("POST", "/v1.41/exec/abc/start"),
+        ("PUT", "/v1.41/containers/abc/archive"),
+        ("POST", "/v1.41/images/create?fromImage=alpine"),
+        ("POST", "/v1.41/build"),
+        ("GET", "/v1.41/containers/json"),
+        ("POST", "/v1.41/volumes/create"),
+        ("POST", "/v1.41/networks/hk1-net/connect"),
+        ("GET", "/v1.41/events"),
+        ("POST", "/v1.41/swarm/init"),
+        ("POST", "/v1.41/plugins/pull"),
+    ],
+)
+def test_every_other_endpoint_is_refused(method: str, path: str) -> None:
+    with pytest.raises(proxy.Refused, match="endpoint not allowed"):
+        proxy.route(method, path)
+
+
+def test_volume_pattern_matches_user_volumes_only() -> None:
+    assert POLICY.volume_ok("hk1-user-alice")
+    assert POLICY.volume_ok("hk1-user-a-2eb")  # DockerSpawner's escaped names
+    assert not POLICY.volume_ok("hk1-user-")
+    assert not POLICY.volume_ok("hk1-hub-data")
+    assert not POLICY.volume_ok("/etc")
+
+
+def test_guard_drops_user_to_user_host_ports_and_link_local_but_not_the_hub() -> None:
+    guard = proxy.Guard("br-0123456789ab", ("172.30.0.2",), ("172.30.0.3",), (5432,))
+    script = proxy.render_guard(guard)
+    table = "table inet hostkit_br_0123456789ab"
+    assert script.startswith(f"{table} {{}}\ndelete {table}\n")  # one transaction replaces it
+    lines = [line.strip() for line in script.splitlines()]
+    # order matters: the hub's and nginx's exceptions come before the user-to-user drop
+    br = 'oifname "br-0123456789ab"'
+    from_hub = lines.index(f"{br} ip saddr {{ 172.30.0.2 }} accept")
+    hub_api = lines.index(f"{br} ip daddr {{ 172.30.0.2 }} tcp dport 8081 accept")
+    via_nginx = lines.index(f"{br} ip saddr {{ 172.30.0.3 }} ip daddr {{ 172.30.0.2 }} tcp dport 8000 accept")
+    nginx = lines.index(f"{br} ip daddr {{ 172.30.0.3 }} tcp dport 8443 accept")
+    drop = lines.index(f'{br} counter drop comment "user to user"')
+    assert max(from_hub, hub_api, via_nginx, nginx) < drop
+    assert 'ip daddr 169.254.0.0/16 counter drop comment "link-local: cloud metadata"' in lines
+    assert "tcp dport { 5432 } accept" in lines
+    last = lines.index('counter drop comment "the host\'s other ports"')
+    assert lines.index("tcp dport { 5432 } accept") < last
+    assert "ct status dnat ct original proto-dst { 5432 } accept" in lines
+
+
+def test_host_ports_setting() -> None:
+    assert proxy.parse_ports("5432, 6379,5432") == (5432, 6379)
+    assert proxy.parse_ports("") == ()
+    with pytest.raises(ValueError, match="not a port"):
+        proxy.parse_ports("70000")
+
+
+def test_stale_guard_tables_are_those_whose_bridge_is_gone() -> None:
+    listing = "table inet firewalld\ntable inet hostkit_br_0123456789ab\ntable inet hostkit_br_aaaaaaaaaaaa\n"
+    assert proxy.stale_tables(listing, lambda b: b == "br-0123456789ab") == ["hostkit_br_aaaaaaaaaaaa"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1.41/containers/../start",
+        "/v1.41/containers/a%2F..%2Fb/start",
+        "/v1.41/containers/-rf/stop",
+    ],
+)
+def test_odd_container_ids_are_refused(path: str) -> None:
+    with pytest.raises(proxy.Refused):
+        proxy.route("POST", path)
