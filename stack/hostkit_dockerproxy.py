@@ -56,11 +56,14 @@ class Policy:
     volume_pattern: str  # e.g. jupyterhub-user-{username}
     images: frozenset[str]
     max_pids: int = 4096
+    gpu: bool = False  # the `gpu` environment is offered: NVIDIA GPU requests are allowed
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Policy:
         images = {env.get("HOSTKIT_NOTEBOOK_IMAGE", "hostkit/singleuser:full")}
         images |= {i.strip() for i in env.get("HOSTKIT_ALLOWED_IMAGES", "").split(",") if i.strip()}
+        offered = _offered_environments(env)
+        images |= {image for image, _gpu in offered}
         return cls(
             stack=env.get("COMPOSE_PROJECT_NAME", "hostkit"),
             network=env.get("HOSTKIT_NETWORK", "hostkit-jupyterhub"),
@@ -68,12 +71,47 @@ class Policy:
             volume_pattern=env.get("HOSTKIT_USER_VOLUME", "jupyterhub-user-{username}"),
             images=frozenset(images),
             max_pids=int(env.get("HOSTKIT_MAX_PIDS_LIMIT", "4096") or 4096),
+            gpu=any(gpu for _image, gpu in offered),
         )
 
     def volume_ok(self, name: str) -> bool:
         before, _, after = self.volume_pattern.partition("{username}")
         pattern = re.escape(before) + r"[A-Za-z0-9_.-]+" + re.escape(after)
         return re.fullmatch(pattern, name) is not None
+
+
+def _offered_environments(env: dict[str, str]) -> list[tuple[str, bool]]:
+    """(image, wants a GPU) of each environment the hub offers, from the same file and settings
+    the hub reads (hostkit_profiles.py, mounted beside this one): the hub may start exactly
+    those images, and ask for GPUs only when the `gpu` environment is offered."""
+    try:
+        import hostkit_profiles
+    except ImportError:
+        return []
+    try:
+        return [(p.image, p.gpu) for p in hostkit_profiles.load_profiles(env)]
+    except ValueError as exc:  # a misconfigured profile: the hub refuses it too
+        log.warning("profiles: %s", exc)
+        return []
+
+
+GPU_DRIVERS = ("", "nvidia")
+GPU_CAPABILITIES = frozenset({"gpu", "utility", "compute"})
+
+
+def _gpu_requests_ok(requests: list[dict[str, Any]], policy: Policy) -> bool:
+    """NVIDIA GPU requests as the gpu environment makes them, and nothing else."""
+    if not policy.gpu:
+        return False
+    for request in requests:
+        if str(request.get("Driver") or "") not in GPU_DRIVERS:
+            return False
+        caps = request.get("Capabilities") or []
+        if not caps or any(not set(group) <= GPU_CAPABILITIES for group in caps):
+            return False
+        if request.get("Options"):
+            return False
+    return True
 
 
 class Refused(Exception):
@@ -150,8 +188,13 @@ def check_create(query: dict[str, str], body: dict[str, Any], policy: Policy) ->
     if host.get("Privileged"):
         raise Refused("Privileged containers are not allowed")
     for key in MUST_BE_EMPTY:
-        if host.get(key) and not (key == "SecurityOpt" and _only_no_new_privileges(host[key])):
-            raise Refused(f"HostConfig.{key} is not allowed")
+        if not host.get(key):
+            continue
+        if key == "SecurityOpt" and _only_no_new_privileges(host[key]):
+            continue
+        if key == "DeviceRequests" and _gpu_requests_ok(host[key], policy):
+            continue
+        raise Refused(f"HostConfig.{key} is not allowed")
     for key in NAMESPACE_MODES:
         value = str(host.get(key) or "")
         if value not in ("", "private", "shareable", "none"):
@@ -388,7 +431,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ProxyServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
 
     def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:

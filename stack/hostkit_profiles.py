@@ -186,7 +186,7 @@ class GpuAssigner:
         if not self.devices:
             return None
         if server not in self.holders:
-            load = {d: 0 for d in self.devices}
+            load = dict.fromkeys(self.devices, 0)
             for device in self.holders.values():
                 if device in load:
                     load[device] += 1

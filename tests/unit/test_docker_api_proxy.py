@@ -183,3 +183,44 @@ def test_stale_guard_tables_are_those_whose_bridge_is_gone() -> None:
 def test_odd_container_ids_are_refused(path: str) -> None:
     with pytest.raises(proxy.Refused):
         proxy.route("POST", path)
+
+
+def _policy_from_env(**env: str) -> Any:
+    """The policy as the docker-api service builds it, with hostkit_profiles.py beside it."""
+    stack = str(PATH.parent)
+    if stack not in sys.path:
+        sys.path.insert(0, stack)
+    return proxy.Policy.from_env({"COMPOSE_PROJECT_NAME": "hk1", "HOSTKIT_NETWORK": "hk1-net",
+                                  "HOSTKIT_CONTAINER_PREFIX": "hk1",
+                                  "HOSTKIT_USER_VOLUME": "hk1-user-{username}", **env})
+
+
+GPU_REQUEST = {"Driver": "nvidia", "Count": 1, "DeviceIDs": None,
+               "Capabilities": [["gpu", "utility", "compute"]], "Options": {}}
+
+
+def test_the_images_the_hub_may_start_are_the_environments_it_offers() -> None:
+    only = _policy_from_env()
+    assert only.images == frozenset({"hostkit/singleuser:full"})
+    both = _policy_from_env(HOSTKIT_PROFILES="datascience,sage", HOSTKIT_SAGE_IMAGE="hostkit/sage:10.8.13")
+    assert both.images == frozenset({"hostkit/singleuser:full", "hostkit/sage:10.8.13"})
+    body = {**_spawner_body(), "Image": "hostkit/sage:10.8.13"}
+    assert proxy.check_create({"name": "hk1-alice"}, body, both)["Image"] == "hostkit/sage:10.8.13"
+    with pytest.raises(proxy.Refused, match=r"image 'hostkit/sage:10\.8\.13' is not allowed"):
+        proxy.check_create({"name": "hk1-alice"}, body, only)
+
+
+def test_gpu_requests_pass_only_when_the_gpu_environment_is_offered() -> None:
+    body = _spawner_body(DeviceRequests=[GPU_REQUEST])
+    with pytest.raises(proxy.Refused, match="DeviceRequests"):
+        proxy.check_create({"name": "hk1-alice"}, body, _policy_from_env())
+    # offered only where the doctor's GPU checks passed (stack up writes HOSTKIT_GPU_READY)
+    hidden = _policy_from_env(HOSTKIT_PROFILES="datascience,gpu")
+    with pytest.raises(proxy.Refused, match="DeviceRequests"):
+        proxy.check_create({"name": "hk1-alice"}, body, hidden)
+    gpu = _policy_from_env(HOSTKIT_PROFILES="datascience,gpu", HOSTKIT_GPU_READY="1")
+    assert proxy.check_create({"name": "hk1-alice"}, body, gpu)["HostConfig"]["DeviceRequests"]
+    # and nothing but NVIDIA GPUs: another driver or capability is refused even then
+    for odd in ({**GPU_REQUEST, "Driver": "other"}, {**GPU_REQUEST, "Capabilities": [["gpu", "fpga"]]}):
+        with pytest.raises(proxy.Refused, match="DeviceRequests"):
+            proxy.check_create({"name": "hk1-alice"}, _spawner_body(DeviceRequests=[odd]), gpu)
