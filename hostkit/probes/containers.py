@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import shlex
+import urllib.parse
 from typing import Any, Optional
 
 from hostkit.doctor import ProbeContext
@@ -165,6 +166,25 @@ def container_egress(ctx: ProbeContext, target: str = "pypi.org:443", network: s
     )
 
 
+def http_get_script(url: str) -> str:
+    """A shell script that GETs url with whatever the image has: python3, curl, wget (busybox
+    too), else bash's /dev/tcp; hostkit's own probe image has busybox or bash."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port or 80
+    path = parts.path or "/"
+    q = shlex.quote(url)
+    raw = shlex.quote(f"exec 3<>/dev/tcp/{host}/{port}; "
+                      f"printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' >&3; cat <&3")
+    return (
+        'if command -v python3 >/dev/null; then python3 -c "import sys,urllib.request; '
+        f'print(urllib.request.urlopen(sys.argv[1], timeout=8).read().decode()[:300])" {q}; '
+        f"elif command -v curl >/dev/null; then curl -fsS --max-time 8 {q}; "
+        f"elif command -v wget >/dev/null; then wget -q -O - {q}; "
+        f"elif command -v bash >/dev/null; then bash -c {raw}; "
+        'else echo "no python3, curl, wget or bash in the probe image" >&2; exit 127; fi'
+    )
+
+
 @probe("container_http")
 def container_http(
     ctx: ProbeContext,
@@ -176,10 +196,7 @@ def container_http(
     skip = _network_or_skip(ctx, network)
     if skip:
         return skip
-    script = (
-        'python3 -c "import sys,urllib.request; '
-        'print(urllib.request.urlopen(sys.argv[1], timeout=8).read().decode()[:300])" ' + shlex.quote(url)
-    )
+    script = http_get_script(url)
     code, out = run_in_container(ctx, script, network or None)
     if code == 0 and expect in out:
         return Outcome.ok(f"{url} answers from {network or 'the default bridge'}")
