@@ -149,7 +149,10 @@ def people(dep: Deployment) -> dict[str, HubUser]:
     alice, bob, carol, dave = (HubUser(dep, n, _pw()) for n in ("alice", "bob", "carol", "dave"))
     assert alice.signup().status_code == 200
     assert admin.login()
-    assert admin.http.get(f"{dep.url}/hub/authorize/alice", timeout=30).status_code == 200
+    # as the authorize page's link does in a browser (nginx refuses cross-site toggles)
+    same_origin = {"Sec-Fetch-Site": "same-origin"}
+    approved = admin.http.get(f"{dep.url}/hub/authorize/alice", headers=same_origin, timeout=30)
+    assert approved.status_code == 200
     dep.cli("users", "create", "bob", "--password", bob.password)
     dep.cli("users", "create", "carol", "--password", carol.password)
     assert dave.signup().status_code == 200

@@ -70,7 +70,10 @@ def admin(dep: Deployment) -> HubUser:
 def _approved(dep: Deployment, admin: HubUser, name: str) -> HubUser:
     user = HubUser(dep, name, f"Pw-{uuid.uuid4().hex[:14]}")
     assert user.signup().status_code == 200
-    assert admin.http.get(f"{dep.url}/hub/authorize/{name}", timeout=30).status_code == 200
+    # as the authorize page's link does in a browser (nginx refuses cross-site toggles)
+    same_origin = {"Sec-Fetch-Site": "same-origin"}
+    approved = admin.http.get(f"{dep.url}/hub/authorize/{name}", headers=same_origin, timeout=30)
+    assert approved.status_code == 200
     assert user.login()
     return user
 
