@@ -18,7 +18,8 @@ from hostkit.errors import HostkitError, UsageError
 from hostkit.stack import Stack
 from hostkit.volumes import tree_fingerprint, user_volumes, volume_mountpoint
 
-# Run by the hub container's python3; reads {"method", "path", "body"} on stdin.
+# Run by the hub container's python3; reads {"method", "path", "body", "token"} on stdin: the
+# token comes from .env on stdin (never in the hub's environment, never on a command line).
 HUB_API_CLIENT = r"""
 import json, os, sys, urllib.error, urllib.request
 req = json.load(sys.stdin)
@@ -26,7 +27,7 @@ body = req.get("body")
 r = urllib.request.Request(
     "http://127.0.0.1:8081/hub" + req["path"], method=req["method"],
     data=None if body is None else json.dumps(body).encode(),
-    headers={"Authorization": "token " + os.environ.get("HOSTKIT_API_TOKEN", ""),
+    headers={"Authorization": "token " + (req.get("token") or os.environ.get("HOSTKIT_API_TOKEN", "")),
              "Content-Type": "application/json"})
 try:
     with urllib.request.urlopen(r, timeout=120) as resp:
@@ -42,7 +43,8 @@ def hub_api(stack: Stack, method: str, path: str, body: Optional[dict[str, Any]]
     cid = stack.hub_container()
     result = stack.host.run(
         ["docker", "exec", "-i", cid, "python3", "-c", HUB_API_CLIENT],
-        input=json.dumps({"method": method, "path": path, "body": body}),
+        input=json.dumps({"method": method, "path": path, "body": body,
+                          "token": stack.env().get("HOSTKIT_API_TOKEN", "")}),
         timeout=180,
     )
     try:
