@@ -25,8 +25,20 @@ def test_vagrantfile_validates_for_every_machine() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# The box's disks (Vagrantfile): named volumes outlive `vagrant destroy`, like a server's
+# disks; a second run would find Docker's old root in /srv/docker, which bootstrap rightly
+# refuses to overwrite. Each run starts from empty disks and leaves none behind.
+BOX_VOLUMES = ("hostkit-vagrant-varlib", "hostkit-vagrant-srv")
+
+
+def _remove_box_volumes() -> None:
+    subprocess.run(["docker", "volume", "rm", "-f", *BOX_VOLUMES], capture_output=True, check=False)
+
+
 def test_docker_provider_box_comes_up_and_runs_bootstrap_and_doctor() -> None:
     build_image()
+    vagrant("destroy", "-f", "box")
+    _remove_box_volumes()
     try:
         up = vagrant("up", "box", "--provider=docker")
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
@@ -39,3 +51,4 @@ def test_docker_provider_box_comes_up_and_runs_bootstrap_and_doctor() -> None:
         assert "'daemon.logging': 'pass'" in status.stdout  # bootstrap wrote daemon.json
     finally:
         vagrant("destroy", "-f", "box")
+        _remove_box_volumes()
