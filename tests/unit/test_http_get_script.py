@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,8 @@ def hub_url() -> Iterator[str]:
 def _only(tmp_path: Path, *tools: str) -> str:
     """A PATH with just these tools on it, as in a small image."""
     for tool in tools:
-        found = shutil.which(tool)
+        # this interpreter itself, not what PATH calls python3 (a pyenv shim is a bash script)
+        found = sys.executable if tool == "python3" else shutil.which(tool)
         assert found, tool
         (tmp_path / tool).symlink_to(found)
     return str(tmp_path)
