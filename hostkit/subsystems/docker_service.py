@@ -30,19 +30,6 @@ def docker_api_info(host: LocalHost, timeout: float = 15) -> Optional[dict[str, 
     return info if isinstance(info, dict) and info.get("ServerVersion") else None
 
 
-def docker_version(host: LocalHost) -> str:
-    """The engine version, from the API when it answers, else from the dockerd binary."""
-    info = docker_api_info(host)
-    if info:
-        return str(info.get("ServerVersion", ""))
-    if host.which("dockerd"):
-        res = host.run(["dockerd", "--version"], timeout=15)
-        m = re.search(r"version\s+([0-9][^\s,]*)", res.stdout)
-        if m:
-            return m.group(1)
-    return ""
-
-
 @dataclass(frozen=True)
 class Inventory:
     """What Docker holds; compared before and after a relocation."""

@@ -9,7 +9,6 @@ from hostkit.facts import Facts, version_tuple
 from hostkit.host import CommandResult, LocalHost
 from hostkit.settings import DEFAULTS
 from hostkit.steps import Change, StepNotReady
-from hostkit.subsystems.docker_service import docker_version
 
 
 class FirewalldStep:
@@ -34,9 +33,10 @@ class FirewalldStep:
         if not self._fw(host, "--state").ok:
             self.title = "firewalld: not running (nothing to do)"
             return []
-        version = docker_version(host)
-        if not version:
+        installed = facts.dockerd_version()  # the daemon's, else `dockerd --version`
+        if installed is None:
             raise StepNotReady("firewalld zones are checked once Docker is installed")
+        version = ".".join(str(part) for part in installed)
         changes = self._docker0_changes(host, version)
         zone = self._default_zone(host)
         port = f"{self.port}/tcp"
