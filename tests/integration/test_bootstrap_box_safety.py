@@ -13,7 +13,6 @@ while that pass runs; the real /usr/bin/rsync does the copy.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "box"))
 
-from boxlib import Box, build_image
+from boxlib import Box, running_box
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,20 +40,10 @@ exec /usr/bin/rsync "$@"
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Box]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root and a local dockerd")
-    build_image()
-    b = Box(f"hostkit-safety-{os.getpid()}")
-    b.start()
-    try:
-        b.install_hostkit()
-        b.seed_docker_content()
+    with running_box("hostkit-safety", seed=True) as b:
         b.sh(f"cat > /usr/local/bin/rsync <<'EOF'\n{RSYNC_WRAPPER}EOF\n"
              "chmod 0755 /usr/local/bin/rsync")
         yield b
-    finally:
-        if not os.environ.get("HOSTKIT_KEEP_BOX"):
-            b.remove()
 
 
 def _args(box: Box, target: str, extra: str = "") -> str:

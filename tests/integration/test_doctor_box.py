@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "box"))
 
-from boxlib import Box, build_image
+from boxlib import Box, running_box
 
 from hostkit.catalogue import load_catalogue
 
@@ -22,17 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Box]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root and a local dockerd")
-    build_image()
-    b = Box(f"hostkit-doctor-{os.getpid()}")
-    b.start()
-    try:
-        b.install_hostkit()
+    with running_box("hostkit-doctor") as b:
         yield b
-    finally:
-        if not os.environ.get("HOSTKIT_KEEP_BOX"):
-            b.remove()
 
 
 def doctor(box: Box, args: str = "") -> dict[str, Any]:

@@ -5,11 +5,10 @@ bootstrap's own steps after confirmation, and pass when checked again."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 import pytest
-from boxlib import Box, build_image
+from boxlib import Box, running_box
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -18,17 +17,8 @@ REPAIRED = ("firewall.docker0-zone", "daemon.logging", "firewall.public-port")
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Box]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root and a local dockerd")
-    build_image()
-    b = Box(f"hostkit-fix-{os.getpid()}")
-    b.start()
-    try:
-        b.install_hostkit()
+    with running_box("hostkit-fix") as b:
         yield b
-    finally:
-        if not os.environ.get("HOSTKIT_KEEP_BOX"):
-            b.remove()
 
 
 def _statuses(box: Box) -> dict[str, str]:

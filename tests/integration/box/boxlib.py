@@ -6,10 +6,13 @@ The run flags are the ones that work on a VM without CAP_SYS_RESOURCE (MACHINE.m
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -39,6 +42,27 @@ def sh(argv: list[str], *, check: bool = True, timeout: float = 600,
     if check and res.returncode != 0:
         raise AssertionError(f"{argv} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res
+
+
+@contextmanager
+def running_box(prefix: str, *, seed: bool = False) -> Iterator[Box]:
+    """A booted box with this tree's hostkit installed (and the seed content if asked),
+    removed afterwards unless HOSTKIT_KEEP_BOX is set: what a test module's fixture yields."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root and a local dockerd")
+    build_image()
+    box = Box(f"{prefix}-{os.getpid()}")
+    box.start()
+    try:
+        box.install_hostkit()
+        if seed:
+            box.seed_docker_content()
+        yield box
+    finally:
+        if not os.environ.get("HOSTKIT_KEEP_BOX"):
+            box.remove()
 
 
 def build_image() -> float:
