@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +26,7 @@ import websocket
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("HOSTKIT_TEST_ARTIFACTS", "/tmp/hostkit-test-artifacts"))
 PACKAGE_SET = os.environ.get("HOSTKIT_TEST_PACKAGE_SET", "full")
 BUILD_FLAGS = ["--base", "local", "--package-set", PACKAGE_SET]
 
@@ -134,6 +137,37 @@ class Deployment:
         ).stdout.split()
         assert len(out) == 1, out
         return out[0]
+
+
+def require_dockerd() -> None:
+    """Fail (not skip) without a daemon: a stack test that did not run did not pass."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True,
+                                                         check=False).returncode != 0:
+        pytest.fail("these tests need a running dockerd")
+
+
+@contextmanager
+def torn_down(dep: Deployment, logs_name: str) -> Iterator[Deployment]:
+    """Around a module's deployment: afterwards keep the stack's logs in the artifacts
+    directory, take the stack down, and remove every container and volume with its prefix."""
+    require_dockerd()
+    try:
+        yield dep
+    finally:
+        logs = dep.cli("stack", "logs", "--tail", "300", check=False)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / f"{logs_name}-stack-logs.txt").write_text(logs.stdout + logs.stderr)
+        dep.cli("stack", "down", check=False)
+        for kind in ("container", "volume"):
+            listed = subprocess.run(["docker", kind, "ls", "-aq" if kind == "container" else "-q",
+                                     "--filter", f"name={dep.prefix}"],
+                                    capture_output=True, text=True, check=False)
+            for name in listed.stdout.split():
+                subprocess.run(["docker", kind, "rm", "-f", name], capture_output=True, check=False)
 
 
 def new_deployment(tmp: Path) -> Deployment:

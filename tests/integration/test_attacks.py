@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import pytest
 from stack_support import (
+    ARTIFACTS,
     BUILD_FLAGS,
     REPO,
     Deployment,
@@ -29,6 +30,7 @@ from stack_support import (
     free_port,
     hostkit,
     new_deployment,
+    torn_down,
 )
 
 from hostkit import certs, renewal
@@ -36,7 +38,6 @@ from hostkit.host import LocalHost
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ARTIFACTS = Path(os.environ.get("HOSTKIT_TEST_ARTIFACTS", "/tmp/hostkit-test-artifacts"))
 METADATA_IP = "169.254.169.254"
 
 
@@ -92,30 +93,19 @@ def metadata_service() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) -> Iterator[Deployment]:
-    if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
-        pytest.fail("these tests need a running dockerd")
     deployment = new_deployment(tmp_path_factory.mktemp("attacks"))
-    deployment.settings["HOSTKIT_HUB_IMAGE"] = _pinned_hub_image(deployment.prefix)
     deployment.settings["HOSTKIT_HOST_PORTS"] = str(host_ports["allowed"])
     deployment.settings["HOSTKIT_PIDS_LIMIT"] = "512"
     deployment.settings["HOSTKIT_CERT_RENEWAL"] = "on"  # removed again below
-    try:
-        proc = deployment.up()
-        assert f"https://localhost:{deployment.port}/" in proc.stdout, proc.stderr
-        yield deployment
-    finally:
-        logs = deployment.cli("stack", "logs", "--tail", "300", check=False)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "attacks-stack-logs.txt").write_text(logs.stdout + logs.stderr)
-        deployment.cli("stack", "down", check=False)
-        renewal.remove_schedule(LocalHost("/"), str(deployment.directory))
-        leftovers = _docker("ps", "-aq", "--filter", f"name={deployment.prefix}", check=False)
-        for cid in leftovers.stdout.split():
-            _docker("rm", "-f", cid, check=False)
-        volumes = _docker("volume", "ls", "-q", "--filter", f"name={deployment.prefix}", check=False)
-        for volume in volumes.stdout.split():
-            _docker("volume", "rm", "-f", volume, check=False)
-        _docker("rmi", deployment.settings["HOSTKIT_HUB_IMAGE"], check=False)
+    with torn_down(deployment, "attacks"):
+        deployment.settings["HOSTKIT_HUB_IMAGE"] = _pinned_hub_image(deployment.prefix)
+        try:
+            proc = deployment.up()
+            assert f"https://localhost:{deployment.port}/" in proc.stdout, proc.stderr
+            yield deployment
+        finally:
+            renewal.remove_schedule(LocalHost("/"), str(deployment.directory))
+    _docker("rmi", deployment.settings["HOSTKIT_HUB_IMAGE"], check=False)
 
 
 def _pinned_hub_image(prefix: str) -> str:

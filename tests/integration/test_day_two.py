@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stack_support import PACKAGE_SET, REPO, Deployment, HubUser, docker_json, new_deployment
+from stack_support import PACKAGE_SET, REPO, Deployment, HubUser, docker_json, new_deployment, torn_down
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -101,11 +100,9 @@ def this_checkouts_hub_image() -> str:
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
-        pytest.fail("these tests need a running dockerd")
     deployment = new_deployment(tmp_path_factory.mktemp("daytwo"))
     pins: list[str] = []
-    try:
+    with torn_down(deployment, "daytwo"):
         print(deployment.up().stderr)  # which images were built or reused
         # Pin the images this deployment runs under tags of its own: the restore below starts
         # the stack again, and on a shared machine the stack's tags may meanwhile point elsewhere.
@@ -123,13 +120,8 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         _docker("volume", "rm", f"{deployment.prefix}-hub-data")
         deployment.up("--no-build")
         yield deployment
-    finally:
-        deployment.cli("stack", "down", check=False)
-        volumes = _docker("volume", "ls", "-q", "--filter", f"name={deployment.prefix}", check=False)
-        for volume in volumes.stdout.split():
-            _docker("volume", "rm", "-f", volume, check=False)
-        for pin in pins:
-            _docker("rmi", pin, check=False)
+    for pin in pins:
+        _docker("rmi", pin, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,19 @@ starts an image that is not on the menu. One deployment for the module, tests in
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import subprocess
 import sys
 import time
 import types
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from stack_support import REPO, Deployment, HubUser, docker_json, new_deployment
+from stack_support import REPO, Deployment, HubUser, docker_json, new_deployment, torn_down
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ARTIFACTS = Path(os.environ.get("HOSTKIT_TEST_ARTIFACTS", "/tmp/hostkit-test-artifacts"))
 GROUP = "math101"
 
 
@@ -34,8 +30,6 @@ def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
-        pytest.fail("these tests need a running dockerd")
     deployment = new_deployment(tmp_path_factory.mktemp("environments"))
     deployment.settings.update(
         {
@@ -44,20 +38,12 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
             "HOSTKIT_PROFILE_SAGE_MEM_LIMIT": "3G",
         }
     )
-    started = time.monotonic()
-    proc = deployment.up()
-    print(f"\n`hostkit stack up` with sage (build included) took {time.monotonic() - started:.0f}s")
-    print(proc.stderr)
-    try:
+    with torn_down(deployment, "environments"):
+        started = time.monotonic()
+        proc = deployment.up()
+        print(f"\n`hostkit stack up` with sage (build included) took {time.monotonic() - started:.0f}s")
+        print(proc.stderr)
         yield deployment
-    finally:
-        logs = deployment.cli("stack", "logs", "--tail", "300", check=False)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "environments-logs.txt").write_text(logs.stdout + logs.stderr)
-        deployment.cli("stack", "down", check=False)
-        volumes = _docker("volume", "ls", "-q", "--filter", f"name={deployment.prefix}", check=False)
-        for volume in volumes.stdout.split():
-            _docker("volume", "rm", "-f", volume, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,19 @@ Tests in this module run in order on one deployment (building it is the expensiv
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-from stack_support import Deployment, HubUser, docker_json, new_deployment
+from stack_support import ARTIFACTS, Deployment, HubUser, docker_json, new_deployment, torn_down
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
-ARTIFACTS = Path(os.environ.get("HOSTKIT_TEST_ARTIFACTS", "/tmp/hostkit-test-artifacts"))
 
 
 def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -31,24 +28,14 @@ def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
-        pytest.fail("these tests need a running dockerd")
     deployment = new_deployment(tmp_path_factory.mktemp("stack"))
-    started = time.monotonic()
-    proc = deployment.up()
-    print(f"\n`hostkit stack up` (build included) took {time.monotonic() - started:.0f}s")
-    print(proc.stderr)
-    assert f"https://localhost:{deployment.port}/" in proc.stdout
-    try:
+    with torn_down(deployment, "stack"):
+        started = time.monotonic()
+        proc = deployment.up()
+        print(f"\n`hostkit stack up` (build included) took {time.monotonic() - started:.0f}s")
+        print(proc.stderr)
+        assert f"https://localhost:{deployment.port}/" in proc.stdout
         yield deployment
-    finally:
-        logs = deployment.cli("stack", "logs", "--tail", "300", check=False)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "stack-logs.txt").write_text(logs.stdout + logs.stderr)
-        deployment.cli("stack", "down", check=False)
-        volumes = _docker("volume", "ls", "-q", "--filter", f"name={deployment.prefix}", check=False)
-        for volume in volumes.stdout.split():
-            _docker("volume", "rm", "-f", volume, check=False)
 
 
 @pytest.fixture(scope="module")
