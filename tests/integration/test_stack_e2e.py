@@ -29,7 +29,7 @@ def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     deployment = new_deployment(tmp_path_factory.mktemp("stack"))
-    with torn_down(deployment, "stack"):
+    with torn_down(deployment, "e2e"):
         started = time.monotonic()
         proc = deployment.up()
         print(f"\n`hostkit stack up` (build included) took {time.monotonic() - started:.0f}s")
