@@ -27,7 +27,16 @@ from hostkit.settings import DEFAULTS
 
 DEFAULT_DIR = DEFAULTS.deploy_dir
 DEFAULT_PORT = DEFAULTS.public_port
-STACK_FILES = ("docker-compose.yml", "jupyterhub_config.py", "hostkit_profiles.py", "nginx.conf")
+STACK_FILES = (
+    "docker-compose.yml",
+    "docker-compose.http.yml",
+    "jupyterhub_config.py",
+    "hostkit_profiles.py",
+    "nginx.conf",
+)
+# compose file added when HOSTKIT_HTTP_PORT is set: nginx's plain-HTTP port for ACME
+HTTP_COMPOSE_FILE = "docker-compose.http.yml"
+ACME_CHALLENGE_DIR = "acme-challenge"  # in the deploy directory, mounted read-only into nginx
 HUB_SERVICE = "jupyterhub"
 NGINX_SERVICE = "nginx"
 DOCKER_API_SERVICE = "docker-api"
@@ -77,6 +86,14 @@ ENV_DEFAULTS: dict[str, str] = {
     "HOSTKIT_CERT_RENEWAL": "on",
     # Strict-Transport-Security: auto (on unless the certificate is self-signed), on, off
     "HOSTKIT_HSTS": "auto",
+    # plain-HTTP port nginx publishes for ACME HTTP-01 challenges (redirecting all else to
+    # HTTPS); empty: none. `hostkit certs --acme` sets 80 when empty.
+    "HOSTKIT_HTTP_PORT": "",
+    # where the certificate comes from, for renewals and the doctor: local (self-signed, the
+    # site CA or the admin's own) or acme (HOSTKIT_ACME_DIRECTORY, account HOSTKIT_ACME_EMAIL)
+    "HOSTKIT_CERT_MODE": "local",
+    "HOSTKIT_ACME_DIRECTORY": "",
+    "HOSTKIT_ACME_EMAIL": "",
 }
 HSTS_MAX_AGE = 63072000  # two years (Mozilla's recommendation)
 
@@ -157,6 +174,36 @@ def hsts_conf(setting: str, self_signed: bool) -> str:
     state = "on" if on else "off"
     first = f"# Written by `hostkit stack up`: HOSTKIT_HSTS={value} -> {state}\n"
     return first + (header + "\n" if on else "")
+
+
+def plain_http_server(http_port: str, https_port: str) -> str:
+    """nginx.d/plain-http.server: the plain-HTTP server behind HOSTKIT_HTTP_PORT (pure).
+
+    It answers ACME HTTP-01 challenges from the deploy directory's acme-challenge/ and
+    redirects every other request to HTTPS on the public port; nothing is proxied to the
+    hub in clear text. Without an HTTP port the file holds only a comment.
+    """
+    if not http_port.strip():
+        return "# Written by `hostkit stack up`: HOSTKIT_HTTP_PORT is empty, no plain-HTTP server\n"
+    if not http_port.strip().isdigit() or not https_port.strip().isdigit():
+        raise UsageError(f"HOSTKIT_HTTP_PORT and HOSTKIT_PORT must be port numbers, not {http_port!r}, "
+                         f"{https_port!r}")
+    port = "" if https_port.strip() == "443" else f":{https_port.strip()}"
+    return (
+        f"# Written by `hostkit stack up`: HOSTKIT_HTTP_PORT={http_port.strip()} (published to 8080)\n"
+        "server {\n"
+        "    listen 8080;\n"
+        "    server_name _;\n"
+        "    location ^~ /.well-known/acme-challenge/ {\n"
+        "        alias /var/www/acme-challenge/;\n"
+        "        default_type text/plain;\n"
+        "        try_files $uri =404;\n"
+        "    }\n"
+        "    location / {\n"
+        f"        return 301 https://$host{port}$request_uri;\n"
+        "    }\n"
+        "}\n"
+    )
 
 
 def primary_ip(host: LocalHost) -> Optional[str]:
@@ -247,13 +294,11 @@ class Stack:
             self._compose = detect_compose(self.host)
         env = self.read_env()
         project = env.get("COMPOSE_PROJECT_NAME", ENV_DEFAULTS["COMPOSE_PROJECT_NAME"])
-        return [
-            *self._compose,
-            "-p",
-            project,
-            "-f",
-            str(self.host.path(f"{self.directory}/docker-compose.yml")),
-        ]
+        files = ["docker-compose.yml"] + ([HTTP_COMPOSE_FILE] if env.get("HOSTKIT_HTTP_PORT") else [])
+        argv = [*self._compose, "-p", project]
+        for name in files:
+            argv += ["-f", str(self.host.path(f"{self.directory}/{name}"))]
+        return argv
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> CommandResult:
         return self.host.run(
@@ -395,6 +440,12 @@ class Stack:
         if not self.host.exists(hsts_path) or self.host.read_text(hsts_path) != text:
             self.host.write_text(hsts_path, text, mode=0o644, backup=False)
             changed.append(hsts_path)
+        http_path = f"{self.directory}/nginx.d/plain-http.server"
+        text = plain_http_server(env.get("HOSTKIT_HTTP_PORT", ""), env.get("HOSTKIT_PORT", str(DEFAULT_PORT)))
+        if not self.host.exists(http_path) or self.host.read_text(http_path) != text:
+            self.host.write_text(http_path, text, mode=0o644, backup=False)
+            changed.append(http_path)
+        self.host.makedirs(f"{self.directory}/{ACME_CHALLENGE_DIR}", mode=0o755)
         return changed
 
     def own_hub_data(self) -> None:
@@ -473,15 +524,48 @@ class Stack:
             return []
         return [p for p in self.host.glob(directory, "*.py") if self.host.stat(p).st_mtime > since]
 
-    def reload_nginx(self) -> bool:
-        """Make a running nginx load new certificates; False when the stack is not running."""
+    def reload_nginx(self, timeout: float = 30) -> bool:
+        """Make a running nginx load new certificates; False when the stack is not running.
+
+        `nginx -s reload` only signals the master process: this returns once the public port
+        serves the certificate now on disk (new workers), or raises after `timeout`.
+        """
         if not self.host.exists(f"{self.directory}/docker-compose.yml"):
             return False
         cid = self.container_id(NGINX_SERVICE)
         if not cid:
             return False
         self.host.run(["docker", "exec", cid, "nginx", "-s", "reload"], timeout=60, check=True)
+        self.wait_served(timeout)
         return True
+
+    def wait_served(self, timeout: float = 30, interval: float = 0.2) -> None:
+        """Wait until nginx serves the certificate in certs/ on the public port."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from hostkit.probes.tls import served_certificate
+
+        env = self.read_env()
+        bind = env.get("HOSTKIT_BIND", ENV_DEFAULTS["HOSTKIT_BIND"])
+        address = "127.0.0.1" if bind in ("0.0.0.0", "", "::") else bind  # noqa: S104
+        port = int(env.get("HOSTKIT_PORT", str(DEFAULT_PORT)))
+        pem = self.host.read_text(f"{self.certs_dir}/{certs_mod.CERT_NAME}")
+        wanted = x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if served_certificate(address, port, "") == wanted:
+                    return
+                seen = "another certificate"
+            except OSError as exc:
+                seen = str(exc)
+            if time.monotonic() > deadline:
+                raise HostkitError(
+                    f"nginx was reloaded but {address}:{port} still serves {seen}, not {self.certs_dir}",
+                    "hostkit stack logs nginx (a reload with a broken certificate keeps the old one)",
+                )
+            time.sleep(interval)
 
     def down(self) -> list[str]:
         """Stop the stack. Users' containers go too (their volumes stay)."""

@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,6 +28,7 @@ from stack_support import (
     free_port,
     hostkit,
     new_deployment,
+    sslyze_command,
 )
 
 from hostkit import certs, renewal
@@ -560,16 +560,6 @@ def test_settings_certificates_and_admin_config_reach_the_running_containers(
 
 
 # ---- certificates a client can validate: the site CA, checked by sslyze --------------------
-def _sslyze() -> list[str]:
-    """sslyze (PyPI) from HOSTKIT_SSLYZE, PATH, or this interpreter; its pins want a venv of its own."""
-    given = os.environ.get("HOSTKIT_SSLYZE") or shutil.which("sslyze")
-    if given:
-        return [given]
-    if subprocess.run([sys.executable, "-c", "import sslyze"], check=False).returncode == 0:
-        return [sys.executable, "-m", "sslyze"]
-    pytest.fail("sslyze is needed: python3 -m venv V; V/bin/pip install sslyze; HOSTKIT_SSLYZE=V/bin/sslyze")
-
-
 def test_site_ca_certificate_passes_sslyze_mozilla_intermediate(dep: Deployment) -> None:
     proc = dep.cli("certs", "--ca", "--hostname", "localhost")
     assert "reloaded nginx" in proc.stderr
@@ -581,7 +571,7 @@ def test_site_ca_certificate_passes_sslyze_mozilla_intermediate(dep: Deployment)
     time.sleep(2)  # nginx's reload
     report = dep.directory.parent / "sslyze.json"
     scan = subprocess.run(
-        [*_sslyze(), "--mozilla_config=intermediate", f"--certinfo_ca_file={ca_file}",
+        [*sslyze_command(), "--mozilla_config=intermediate", f"--certinfo_ca_file={ca_file}",
          f"--json_out={report}", f"localhost:{dep.port}{{127.0.0.1}}"],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
