@@ -69,6 +69,13 @@ def test_what_dockerspawner_sends_is_forwarded_with_the_stack_label() -> None:
         ({"Memory": 0}, "Memory"),
         ({"Runtime": "runsc-debug"}, "runtime"),
         ({"CgroupParent": "/"}, "CgroupParent"),
+        # a user volume the local driver creates as a bind mount of the host's / (dockerd
+        # creates a missing volume from the mount's driver options)
+        ({"Mounts": [{"Type": "volume", "Source": "hk1-user-alice", "Target": "/x", "VolumeOptions": {
+            "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}]},
+         "volume driver options"),
+        ({"Mounts": [{"Type": "volume", "Source": "hk1-user-alice", "Target": "/x", "VolumeOptions": {
+            "DriverConfig": {"Name": "sshfs", "Options": {}}}}]}, "volume driver 'sshfs'"),
     ],
 )
 def test_create_requests_that_reach_the_host_are_refused(host: dict[str, Any], reason: str) -> None:
