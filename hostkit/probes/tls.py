@@ -248,13 +248,9 @@ def chain_error(address: str, port: int, server_name: str, cafile: str, timeout:
 
 def cert_mode(ctx: ProbeContext) -> str:
     """Where the deployed stack's certificate comes from (HOSTKIT_CERT_MODE in its .env)."""
-    env = f"{ctx.settings.deploy_dir}/.env"
-    if not ctx.host.exists(env):
-        return "local"
-    for line in ctx.host.read_text(env).splitlines():
-        if line.startswith("HOSTKIT_CERT_MODE="):
-            return line.partition("=")[2].strip() or "local"
-    return "local"
+    from hostkit.probes.stack import deployed_setting
+
+    return deployed_setting(ctx, "HOSTKIT_CERT_MODE", "local")
 
 
 @probe("tls_served")

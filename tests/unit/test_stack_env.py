@@ -213,3 +213,10 @@ def test_changed_files_reach_the_containers_that_kept_running(
     # a container compose just recreated has the new files already
     recreated = {"jupyterhub": "old", "nginx": "nginx1"}
     assert s.take_effect(["/opt/hostkit/jupyterhub_config.py"], recreated) == []
+
+
+def test_disk_quota_must_be_a_size() -> None:
+    assert stack_mod.render_env({}, {"HOSTKIT_USER_DISK_QUOTA": "10G"})["HOSTKIT_USER_DISK_QUOTA"] == "10G"
+    assert stack_mod.render_env({}, {})["HOSTKIT_USER_DISK_QUOTA"] == ""  # off by default
+    with pytest.raises(UsageError, match="a size such as 10G"):
+        stack_mod.render_env({}, {"HOSTKIT_USER_DISK_QUOTA": "ten gigs"})
