@@ -21,6 +21,7 @@ from typing import Any, Optional
 import pytest
 from stack_support import (
     BUILD_FLAGS,
+    PACKAGE_SET,
     REPO,
     Deployment,
     HubUser,
@@ -33,6 +34,7 @@ from stack_support import (
 
 from hostkit import certs, renewal
 from hostkit.host import LocalHost
+from hostkit.images import parse_versions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -99,8 +101,14 @@ def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) ->
     deployment.settings["HOSTKIT_HOST_PORTS"] = str(host_ports["allowed"])
     deployment.settings["HOSTKIT_PIDS_LIMIT"] = "512"
     deployment.settings["HOSTKIT_CERT_RENEWAL"] = "on"  # removed again below
+    extra: list[str] = []
+    if GIVEN_HUB_IMAGE:  # the other images as `stack build` tags them, already on this machine
+        suite = parse_versions((REPO / "stack" / "versions.env").read_text())["DEBIAN_SUITE"]
+        deployment.settings["HOSTKIT_NGINX_IMAGE"] = f"hostkit/nginx:{suite}"
+        deployment.settings["HOSTKIT_NOTEBOOK_IMAGE"] = f"hostkit/singleuser:{PACKAGE_SET}"
+        extra = ["--no-build"]
     try:
-        proc = deployment.up()
+        proc = deployment.up(*extra)
         assert f"https://localhost:{deployment.port}/" in proc.stdout, proc.stderr
         yield deployment
     finally:
@@ -118,6 +126,12 @@ def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) ->
         _docker("rmi", deployment.settings["HOSTKIT_HUB_IMAGE"], check=False)
 
 
+# A hub image made by hand from this checkout's inputs (e.g. FROM the shared tag with this
+# checkout's hostkit_dockerproxy.py copied in): the stack starts from it and nothing is
+# built, so a checkout whose hub inputs differ does not rebuild a tag others share.
+GIVEN_HUB_IMAGE = os.environ.get("HOSTKIT_TEST_HUB_IMAGE", "")
+
+
 def _pinned_hub_image(prefix: str) -> str:
     """This checkout's hub image under a tag of its own.
 
@@ -125,6 +139,11 @@ def _pinned_hub_image(prefix: str) -> str:
     stack must not start from theirs.
     """
     wanted = (REPO / "stack" / "hostkit_dockerproxy.py").read_text()
+    if GIVEN_HUB_IMAGE:
+        script = "/srv/hostkit/hostkit_dockerproxy.py"
+        inside = _docker("run", "--rm", "--entrypoint", "cat", GIVEN_HUB_IMAGE, script)
+        assert inside.stdout == wanted, "HOSTKIT_TEST_HUB_IMAGE lacks this checkout's docker-api proxy"
+        return GIVEN_HUB_IMAGE
     for _ in range(3):
         built = hostkit("stack", "build", *BUILD_FLAGS).stdout
         name = next(line.split()[1] for line in built.splitlines() if line.startswith("hub "))
@@ -171,8 +190,12 @@ client = docker.from_env(version="auto").api  # DOCKER_HOST, else the default so
 # what the spawner sends, so that only the attack's own field can be the reason
 kwargs = dict(network_mode=network, mem_limit="1g", pids_limit=100,
               binds=[f"{prefix}-user-x:/home/jovyan/work"])
+# a user volume that dockerd would create as a bind mount of the host's /
+bind_root = docker.types.DriverConfig("local", {"type": "none", "o": "bind", "device": "/"})
+root_volume = docker.types.Mount("/host", f"{prefix}-user-x", type="volume", driver_config=bind_root)
 kwargs.update({"privileged": dict(privileged=True),
                "host-root": dict(binds=["/:/host:rw"]),
+               "host-root-volume": dict(binds=[], mounts=[root_volume]),
                "host-network": dict(network_mode="host")}[kind])
 try:
     created = client.create_container(
@@ -191,7 +214,8 @@ def _hub_exec(dep: Deployment, *argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("kind", "reason"),
-    [("privileged", "Privileged"), ("host-root", "bind mount"), ("host-network", "NetworkMode")],
+    [("privileged", "Privileged"), ("host-root", "bind mount"), ("host-root-volume", "volume driver options"),
+     ("host-network", "NetworkMode")],
 )
 def test_hub_cannot_create_a_container_that_owns_the_host(dep: Deployment, kind: str, reason: str) -> None:
     image = dep.env()["HOSTKIT_NOTEBOOK_IMAGE"]
