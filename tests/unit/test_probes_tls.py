@@ -320,6 +320,17 @@ def test_served_chain_is_verified_against_the_trust_store(tmp_path: Path, key, s
     assert "does not verify against the system's trust store" in r.summary
 
 
+def test_a_site_ca_certificate_is_chained_to_the_site_ca(tmp_path: Path, key, served, run_check) -> None:
+    ca, cert = make_ca_signed(key, "hostkit CA hub")
+    server = served(cert)
+    host = tls_host(tmp_path, key, cert)
+    host.files({"/opt/hostkit/ca/hostkit-ca.crt": ca.decode()})
+    r = run_check("tls.served", host, public_port=server.port, bind_address="127.0.0.1",
+                  deploy_dir="/opt/hostkit", **SETTINGS)  # fmt: skip
+    assert r.status is Status.PASS, r.summary
+    assert "chained to the site CA /opt/hostkit/ca/hostkit-ca.crt" in r.summary
+
+
 # ---- tls.key-size judges every key type nginx can use --------------------------------------
 @pytest.mark.parametrize(
     ("make", "status", "summary"),
