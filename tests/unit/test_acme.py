@@ -134,3 +134,26 @@ def test_acme_needs_a_deployed_stack_and_excludes_other_sources(tmp_path: Path) 
     result = runner.invoke(app, ["certs", "--root", str(tmp_path), "--acme", "--ca"])
     assert result.exit_code != 0
     assert "--acme cannot be combined" in result.output
+
+
+def test_only_another_certificate_source_ends_acme_mode(tmp_path: Path) -> None:
+    deploy = tmp_path / "opt/hostkit"
+    (deploy / "certs").mkdir(parents=True)
+    cert, key = certs.make_self_signed("hub.example.edu", [])
+    (deploy / "certs/hostkit.crt").write_text(cert)
+    (deploy / "certs/hostkit.key").write_text(key)
+    (deploy / ".env").write_text("HOSTKIT_CERT_MODE=acme\n")
+    base = ["certs", "--root", str(tmp_path), "--deploy-dir", "/opt/hostkit"]
+    assert runner.invoke(app, base).exit_code == 0  # DH group written, certificate kept
+    assert "HOSTKIT_CERT_MODE=acme" in (deploy / ".env").read_text()
+    own_cert, own_key = tmp_path / "own.crt", tmp_path / "own.key"
+    new_cert, new_key = certs.make_self_signed("hub.example.edu", [])
+    # the option must exist as given, and hostkit reads it under --root
+    for path, text in ((own_cert, new_cert), (own_key, new_key)):
+        path.write_text(text)
+        under_root = tmp_path / str(path).lstrip("/")
+        under_root.parent.mkdir(parents=True, exist_ok=True)
+        under_root.write_text(text)
+    result = runner.invoke(app, [*base, "--cert", str(own_cert), "--key", str(own_key)])
+    assert result.exit_code == 0, result.output
+    assert "HOSTKIT_CERT_MODE=local" in (deploy / ".env").read_text()
