@@ -420,7 +420,7 @@ def certs_command(
         )
         for path in result.changed:
             _echo(f"wrote {path}")
-        if mode == "acme" and result.changed:
+        if mode == "acme" and (cert or ca) and result.changed:  # the admin chose another source
             Stack(host, str(directory)).write_env({"HOSTKIT_CERT_MODE": "local"})
             _echo("renewals no longer use ACME (HOSTKIT_CERT_MODE=local)")
         if result.changed and Stack(host, str(directory)).reload_nginx():
