@@ -157,3 +157,19 @@ def test_only_another_certificate_source_ends_acme_mode(tmp_path: Path) -> None:
     result = runner.invoke(app, [*base, "--cert", str(own_cert), "--key", str(own_key)])
     assert result.exit_code == 0, result.output
     assert "HOSTKIT_CERT_MODE=local" in (deploy / ".env").read_text()
+
+
+def test_the_site_ca_replaces_an_acme_certificate(tmp_path: Path) -> None:
+    deploy = tmp_path / "opt/hostkit"
+    (deploy / "certs").mkdir(parents=True)
+    ca = certs.make_ca("elsewhere")  # stands in for the ACME CA: not self-signed, not ours
+    cert, key = certs.make_self_signed("hub.example.edu", [], ca=ca)
+    (deploy / "certs/hostkit.crt").write_text(cert)
+    (deploy / "certs/hostkit.key").write_text(key)
+    (deploy / ".env").write_text("HOSTKIT_CERT_MODE=acme\n")
+    result = runner.invoke(app, ["certs", "--root", str(tmp_path), "--deploy-dir", "/opt/hostkit", "--ca",
+                                 "--hostname", "hub.example.edu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    issuer = certs.describe((deploy / "certs/hostkit.crt").read_text()).issuer
+    assert issuer == certs.describe((deploy / "ca/hostkit-ca.crt").read_text()).subject
+    assert "HOSTKIT_CERT_MODE=local" in (deploy / ".env").read_text()
