@@ -388,6 +388,8 @@ def certs_command(
     mode = stack_env.get("HOSTKIT_CERT_MODE", "local")
     if acme and (cert or key or ca):
         raise UsageError("--acme cannot be combined with --cert/--key or --ca")
+    if mode == "acme" and ca:
+        force = True  # the site CA replaces the ACME certificate (it would keep a trusted one)
     if renew_if_due:
         current = certs_mod.show(host, certs_dir)
         ca_cert = f"{directory}/ca/{certs_mod.CA_CERT_NAME}"
