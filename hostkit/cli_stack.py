@@ -36,7 +36,7 @@ from hostkit.images import (
     ImageBuilder,
     resolve_ca_bundle,
 )
-from hostkit.renewal import RENEW_BEFORE_DAYS, install_schedule, renewal_due
+from hostkit.renewal import ACME_RENEW_BEFORE_DAYS, RENEW_BEFORE_DAYS, install_schedule, renewal_due
 from hostkit.stack import DEFAULT_PORT, Stack, primary_ip
 
 stack_app = typer.Typer(
@@ -359,28 +359,53 @@ def certs_command(
     renew_if_due: bool = typer.Option(
         False,
         "--renew-if-due",
-        help=f"Renew a certificate hostkit made when it has {RENEW_BEFORE_DAYS} days or fewer left, "
-        "with the same names (what the daily timer runs).",
+        help=f"Renew a certificate hostkit made when it has {RENEW_BEFORE_DAYS} days or fewer left "
+        f"({ACME_RENEW_BEFORE_DAYS} for ACME), with the same names (what the daily timer runs).",
+    ),
+    acme: bool = typer.Option(
+        False,
+        "--acme",
+        help="Get the certificate from an ACME CA (Let's Encrypt) for --hostname, a public name of "
+        "this host: HTTP-01 through the stack's nginx on HOSTKIT_HTTP_PORT (80 when unset). "
+        "Renewals then use ACME too.",
+    ),
+    email: Optional[str] = typer.Option(
+        None, "--email", metavar="ADDR", help="ACME account contact (expiry notices)."
+    ),
+    acme_directory: Optional[str] = typer.Option(
+        None,
+        "--acme-directory",
+        metavar="URL",
+        help="ACME directory URL, or `staging` for Let's Encrypt's staging CA (default: Let's Encrypt).",
     ),
     root: str = RootOption,
 ) -> None:
-    """TLS certificate (self-signed with SANs, or your own), key 0600, RFC 7919 DH group."""
+    """TLS certificate (self-signed with SANs, ACME, or your own), key 0600, RFC 7919 DH group."""
     host = LocalHost(root)
     certs_dir = f"{directory}/certs"
     ip_addresses = None
+    stack_env = Stack(host, str(directory)).read_env()
+    mode = stack_env.get("HOSTKIT_CERT_MODE", "local")
+    if acme and (cert or key or ca):
+        raise UsageError("--acme cannot be combined with --cert/--key or --ca")
+    if mode == "acme" and ca:
+        force = True  # the site CA replaces the ACME certificate (it would keep a trusted one)
     if renew_if_due:
         current = certs_mod.show(host, certs_dir)
         ca_cert = f"{directory}/ca/{certs_mod.CA_CERT_NAME}"
         ca_subject = certs_mod.describe(host.read_text(ca_cert)).subject if host.exists(ca_cert) else None
-        if not renewal_due(current, ca_subject):
+        if not renewal_due(current, ca_subject, mode=mode):
             typer.echo(f"not due: {current.days_left()} days left")
             return
-        hostname = hostname or (current.dns_names[0] if current.dns_names else None)
-        names = list(names) or list(current.dns_names[1:])
-        ip_addresses = [ipaddress.ip_address(ip) for ip in current.ip_addresses]
+        if mode != "acme":  # an ACME renewal asks for the names of the certificate it renews
+            hostname = hostname or (current.dns_names[0] if current.dns_names else None)
+            names = list(names) or list(current.dns_names[1:])
+            ip_addresses = [ipaddress.ip_address(ip) for ip in current.ip_addresses]
         force = True
     if show:
         info = certs_mod.show(host, certs_dir)
+    elif acme or (mode == "acme" and force and not (cert or ca)):
+        info = _acme_certificate(host, str(directory), hostname, email, acme_directory, stack_env)
     else:
         result = certs_mod.ensure_certs(
             host,
@@ -397,6 +422,9 @@ def certs_command(
         )
         for path in result.changed:
             _echo(f"wrote {path}")
+        if mode == "acme" and (cert or ca) and result.changed:  # the admin chose another source
+            Stack(host, str(directory)).write_env({"HOSTKIT_CERT_MODE": "local"})
+            _echo("renewals no longer use ACME (HOSTKIT_CERT_MODE=local)")
         if result.changed and Stack(host, str(directory)).reload_nginx():
             _echo("reloaded nginx: it serves the new certificate")
         for path in result.kept:
@@ -408,6 +436,47 @@ def certs_command(
     typer.echo(f"expires:   {info.not_after:%Y-%m-%d %H:%M} UTC ({info.days_left()} days)")
     typer.echo(f"DNS names: {', '.join(info.dns_names) or '-'}")
     typer.echo(f"IPs:       {', '.join(info.ip_addresses) or '-'}")
+
+
+def _acme_certificate(
+    host: LocalHost,
+    directory: str,
+    hostname: Optional[str],
+    email: Optional[str],
+    given_directory: Optional[str],
+    stack_env: dict[str, str],
+) -> certs_mod.CertInfo:
+    """Issue or renew through ACME; the account, CA and names default to the last issuance."""
+    from hostkit import acme_certs
+
+    if not stack_env:
+        raise UsageError(
+            f"no stack in {directory}: ACME validates through the stack's nginx",
+            "run `hostkit stack up` first (or give --deploy-dir)",
+        )
+    cert_path = f"{directory}/certs/{certs_mod.CERT_NAME}"
+    current = host.read_text(cert_path) if host.exists(cert_path) else ""
+    recorded = stack_env.get("HOSTKIT_CERT_MODE") == "acme"
+    if hostname:
+        names = [hostname]
+    elif recorded and current:
+        names = acme_certs.served_names(current, None)
+    else:
+        raise UsageError("--acme needs the host's public name", "give --hostname NAME")
+    url = acme_certs.directory_url(given_directory or stack_env.get("HOSTKIT_ACME_DIRECTORY", ""))
+    result = acme_certs.obtain(
+        host,
+        directory,
+        names=names,
+        email=email or stack_env.get("HOSTKIT_ACME_EMAIL", ""),
+        directory=url,
+        log=_echo,
+    )
+    for path in result.changed:
+        _echo(f"wrote {path}")
+    if result.reloaded:
+        _echo("reloaded nginx: it serves the new certificate")
+    return result.info
 
 
 @users_app.command("list")

@@ -3,7 +3,9 @@
 `hostkit stack up` schedules `hostkit certs --renew-if-due` once a day: a systemd timer where
 systemd is PID 1, a cron entry otherwise. The command renews a self-signed or site-CA
 certificate when it has RENEW_BEFORE_DAYS or fewer left (before the doctor warns, at 30) and
-reloads nginx. Certificates the admin brought are never replaced; the doctor warns about them.
+reloads nginx; an ACME certificate (HOSTKIT_CERT_MODE=acme) is renewed from its CA with
+ACME_RENEW_BEFORE_DAYS left. Certificates the admin brought are never replaced; the doctor
+warns about them.
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ from hostkit.facts import Facts
 from hostkit.host import LocalHost
 
 RENEW_BEFORE_DAYS = 45
+ACME_RENEW_BEFORE_DAYS = 30  # 90-day certificates, renewed with a third of their life left
 SYSTEMD_DIR = "/etc/systemd/system"
 CRON_DIR = "/etc/cron.d"
 
 
-def renewal_due(info: CertInfo, ca_subject: Optional[str], *, before_days: int = RENEW_BEFORE_DAYS) -> bool:
-    """True when hostkit made this certificate (self-signed or by the site CA) and it expires soon."""
+def renewal_due(
+    info: CertInfo, ca_subject: Optional[str], *, mode: str = "local", before_days: int = RENEW_BEFORE_DAYS
+) -> bool:
+    """True when hostkit made this certificate (self-signed or by the site CA) and it expires
+    soon, or when it came from ACME (HOSTKIT_CERT_MODE=acme) and has ACME_RENEW_BEFORE_DAYS left."""
+    if mode == "acme":
+        return info.days_left() <= ACME_RENEW_BEFORE_DAYS
     ours = info.self_signed or (ca_subject is not None and info.issuer == ca_subject)
     return ours and info.days_left() <= before_days
 

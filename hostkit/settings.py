@@ -32,6 +32,9 @@ class Settings:
     cert_file: str = ""
     key_file: str = ""
     dhparam_file: str = ""
+    # CA bundle the doctor verifies the served chain against; empty: the site CA for its
+    # certificates, else the system's trust store (a self-signed certificate is not chained)
+    tls_trust_file: str = ""
     users: int = 10  # how many people use the hub at once, for sizing checks
     mem_per_user_gib: float = 1.0
     disk_per_user_gib: float = 2.0  # each user's named volume lives on the data-root

@@ -57,6 +57,7 @@ class Policy:
     images: frozenset[str]
     max_pids: int = 4096
     gpu: bool = False  # the `gpu` environment is offered: NVIDIA GPU requests are allowed
+    volume_size: str = ""  # HOSTKIT_USER_DISK_QUOTA: the one driver option a user volume may have
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Policy:
@@ -72,6 +73,7 @@ class Policy:
             images=frozenset(images),
             max_pids=int(env.get("HOSTKIT_MAX_PIDS_LIMIT", "4096") or 4096),
             gpu=any(gpu for _image, gpu in offered),
+            volume_size=env.get("HOSTKIT_USER_DISK_QUOTA", "").strip(),
         )
 
     def volume_ok(self, name: str) -> bool:
@@ -220,6 +222,7 @@ def check_create(query: dict[str, str], body: dict[str, Any], policy: Policy) ->
             continue
         if kind != "volume" or not policy.volume_ok(source):
             raise Refused(f"{kind} mount {source!r} is not allowed: only user volumes")
+        _check_volume_options(mount.get("VolumeOptions") or {}, policy)
     pids = int(host.get("PidsLimit") or 0)
     if not 0 < pids <= policy.max_pids:
         raise Refused(f"HostConfig.PidsLimit must be between 1 and {policy.max_pids}, not {pids}")
@@ -228,6 +231,21 @@ def check_create(query: dict[str, str], body: dict[str, Any], policy: Policy) ->
     labels = dict(body.get("Labels") or {})
     labels[LABEL] = policy.stack
     return {**body, "Labels": labels}
+
+
+def _check_volume_options(options: dict[str, Any], policy: Policy) -> None:
+    """dockerd creates a missing volume from a mount's driver options, and the local driver's
+    type/o/device make it a mount of any host path: only the local driver, with at most the
+    size limit HOSTKIT_USER_DISK_QUOTA asks for, passes."""
+    driver = options.get("DriverConfig") or {}
+    name = str(driver.get("Name") or "local")
+    if name != "local":
+        raise Refused(f"volume driver {name!r} is not allowed: only local")
+    wanted = {"size": policy.volume_size} if policy.volume_size else {}
+    given = dict(driver.get("Options") or {})
+    if given and given != wanted:
+        allowed = f" (only size={policy.volume_size})" if policy.volume_size else ""
+        raise Refused(f"volume driver options {sorted(given)} are not allowed{allowed}")
 
 
 def _only_no_new_privileges(options: list[str]) -> bool:

@@ -236,7 +236,23 @@ c.DockerSpawner.use_internal_ip = True
 c.DockerSpawner.remove = True  # containers are disposable; the named volume holds the work
 c.DockerSpawner.prefix = env("HOSTKIT_CONTAINER_PREFIX", "jupyter")
 c.DockerSpawner.notebook_dir = NOTEBOOK_DIR
-c.DockerSpawner.volumes = {env("HOSTKIT_USER_VOLUME", "jupyterhub-user-{username}"): NOTEBOOK_DIR}
+USER_VOLUME = env("HOSTKIT_USER_VOLUME", "jupyterhub-user-{username}")
+USER_DISK_QUOTA = env("HOSTKIT_USER_DISK_QUOTA", "").strip()
+if USER_DISK_QUOTA:
+    # Docker's local driver limits a volume it creates with the `size` option (xfs with
+    # project quotas under the data root); a mount, unlike a bind, carries driver options.
+    # A volume made before the limit was set keeps having none.
+    from docker.types import DriverConfig
+
+    c.DockerSpawner.volumes = {}
+    c.DockerSpawner.mounts = [{
+        "type": "volume",
+        "source": USER_VOLUME,
+        "target": NOTEBOOK_DIR,
+        "driver_config": DriverConfig("local", {"size": USER_DISK_QUOTA}),
+    }]
+else:
+    c.DockerSpawner.volumes = {USER_VOLUME: NOTEBOOK_DIR}
 c.DockerSpawner.mem_limit = env("HOSTKIT_MEM_LIMIT", "4G")
 c.DockerSpawner.cpu_limit = float(env("HOSTKIT_CPU_LIMIT", "2"))
 c.DockerSpawner.extra_host_config = {

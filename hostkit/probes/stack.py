@@ -31,16 +31,21 @@ def public_address(ctx: ProbeContext) -> str:
     return bind.strip("[]")
 
 
-def _deployed_bind(ctx: ProbeContext) -> str:
+def deployed_setting(ctx: ProbeContext, key: str, default: str = "") -> str:
+    """A setting of the stack deployed in deploy_dir (its .env); `default` without one."""
     from hostkit.stack import parse_env
 
     env_path = f"{ctx.settings.deploy_dir}/.env"
     if not ctx.host.exists(env_path):
-        return ""
+        return default
     try:
-        return parse_env(ctx.host.read_text(env_path)).get("HOSTKIT_BIND", "")
-    except HostkitError:  # not readable (not root): the default, all addresses
-        return ""
+        return parse_env(ctx.host.read_text(env_path)).get(key, default) or default
+    except (HostkitError, OSError):  # not readable (not root): the default
+        return default
+
+
+def _deployed_bind(ctx: ProbeContext) -> str:
+    return deployed_setting(ctx, "HOSTKIT_BIND")  # empty: all addresses
 
 
 def published(ctx: ProbeContext, port: int) -> list[tuple[str, str]]:

@@ -120,3 +120,59 @@ def volume_sources(ctx: ProbeContext) -> Outcome:
                             hint="left behind by a data-root move: hostkit bootstrap --data-root "
                                  "rewrites them; or recreate those containers")
     return Outcome.ok(f"every volume of {len(containers)} container(s) is under {root}")
+
+
+QUOTA_FIX = (
+    "put the Docker data root on xfs mounted with prjquota (the `prjquota` option in /etc/fstab; "
+    "an xfs root filesystem needs rootflags=prjquota on the kernel command line), restart "
+    "Docker, then `hostkit stack up --set HOSTKIT_USER_DISK_QUOTA=10G`"
+)
+
+
+def mount_of(ctx: ProbeContext, path: str) -> tuple[str, list[str]]:
+    """The filesystem type and mount options of the mount holding `path` (its nearest
+    existing parent)."""
+    real = ctx.host.path(path)
+    while not real.exists() and real != real.parent:
+        real = real.parent
+    result = ctx.host.run(["findmnt", "-n", "-o", "FSTYPE,OPTIONS", "-T", str(real)], timeout=10)
+    if not result.ok or not result.stdout.split():
+        raise HostkitError(f"findmnt cannot tell which filesystem holds {path}: {result.stderr.strip()}")
+    fstype, _, options = result.stdout.strip().partition(" ")
+    return fstype, options.strip().split(",")
+
+
+@probe("storage_user_quota")
+def storage_user_quota(ctx: ProbeContext) -> Outcome:
+    """Whether users' volumes have a size limit: Docker's local volume driver takes a `size`
+    option (Docker 20.10+) only where the volumes live on xfs mounted with project quotas."""
+    from hostkit.probes.stack import deployed_setting
+
+    volumes = f"{data_root(ctx)}/volumes"
+    fstype, options = mount_of(ctx, volumes)
+    quota = deployed_setting(ctx, "HOSTKIT_USER_DISK_QUOTA")
+    enforcing = fstype == "xfs" and bool({"prjquota", "pquota"} & set(options))
+    what = f"{fstype} with project quotas" if enforcing else (
+        f"{fstype} without project quotas (no prjquota)" if fstype == "xfs" else fstype)
+    actual = f"{volumes} on {what}; HOSTKIT_USER_DISK_QUOTA={quota or 'off'}"
+    if enforcing and quota:
+        return Outcome.ok(f"users' volumes are limited to {quota} each", actual=actual)
+    if enforcing:
+        return Outcome.warn(
+            f"{volumes} can enforce a per-user disk quota, but HOSTKIT_USER_DISK_QUOTA is off: "
+            "one user can fill the data root",
+            actual=actual,
+            hint="hostkit stack up --set HOSTKIT_USER_DISK_QUOTA=10G (volumes created from then on)",
+        )
+    if quota:
+        return Outcome.fail(
+            f"HOSTKIT_USER_DISK_QUOTA={quota}, but {what} cannot enforce it: Docker refuses to create "
+            "users' volumes (\"quota size requested but no quota support\")",
+            actual=actual,
+            hint=QUOTA_FIX + "; or unset HOSTKIT_USER_DISK_QUOTA",
+        )
+    return Outcome.warn(
+        f"{what} under {volumes} cannot enforce a per-user disk quota: one user can fill the data root",
+        actual=actual,
+        hint=QUOTA_FIX,
+    )

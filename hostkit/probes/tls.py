@@ -7,7 +7,7 @@ import ipaddress
 import socket
 import ssl
 import stat
-from typing import Any
+from typing import Any, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -217,11 +217,54 @@ def served_certificate(address: str, port: int, server_name: str, timeout: float
     return der
 
 
+def chain_trust(ctx: ProbeContext, served: x509.Certificate, trust_file: str) -> Optional[tuple[str, str]]:
+    """What the served chain is verified against: (its name, a CA file or "" for the system's
+    trust store); None for a self-signed certificate, which chains to nothing."""
+    from hostkit.certs import CA_CERT_NAME
+
+    if trust_file:
+        return trust_file, str(ctx.host.path(trust_file))
+    if served.subject == served.issuer:
+        return None
+    site_ca = f"{ctx.settings.deploy_dir}/ca/{CA_CERT_NAME}"
+    if ctx.host.exists(site_ca) and load_cert(ctx, site_ca).subject == served.issuer:
+        return f"the site CA {site_ca}", str(ctx.host.path(site_ca))
+    return "the system's trust store", ""
+
+
+def chain_error(address: str, port: int, server_name: str, cafile: str, timeout: float = 5.0) -> str:
+    """Why the chain a TLS endpoint sends does not verify against `cafile` ("" = the system's
+    trust store), or "" when it does. The name is judged separately (tls_san)."""
+    context = ssl.create_default_context(cafile=cafile or None)
+    context.check_hostname = False
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock, context.wrap_socket(
+            sock, server_hostname=server_name or None
+        ):
+            return ""
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message or exc)
+
+
+def cert_mode(ctx: ProbeContext) -> str:
+    """Where the deployed stack's certificate comes from (HOSTKIT_CERT_MODE in its .env)."""
+    from hostkit.probes.stack import deployed_setting
+
+    return deployed_setting(ctx, "HOSTKIT_CERT_MODE", "local")
+
+
 @probe("tls_served")
 def tls_served(
-    ctx: ProbeContext, port: int, cert: str, server_name: str = "", warn_days: int = 30, fail_days: int = 7
+    ctx: ProbeContext,
+    port: int,
+    cert: str,
+    server_name: str = "",
+    warn_days: int = 30,
+    fail_days: int = 7,
+    trust_file: str = "",
 ) -> Outcome:
-    """The certificate nginx serves on the public port: the file on disk, valid, naming us."""
+    """The certificate nginx serves on the public port: the file on disk, valid, chained to
+    a trusted root (the site CA's, ACME's or the admin's CA), naming us."""
     from hostkit.probes.stack import host_port, public_address, stack_containers
 
     address = public_address(ctx)
@@ -237,20 +280,34 @@ def tls_served(
     served = x509.load_der_x509_certificate(der)
     on_disk = load_cert(ctx, cert)
     days = (not_after(served) - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
+    renew = "hostkit certs --renew"
+    if cert_mode(ctx) == "acme":
+        renew += " (an ACME certificate: the daily renewal should have renewed it; see its timer or cron log)"
     failures: list[tuple[str, str]] = []
     if served.public_bytes(serialization.Encoding.DER) != on_disk.public_bytes(serialization.Encoding.DER):
         failures.append((f"{where} serves a certificate that is not the certificate in {cert}", RELOAD_NGINX))
     if days < fail_days:
         what = "expired" if days < 0 else f"expires in {days:.0f} days"
-        failures.append((f"the served certificate {what}", "hostkit certs --renew, then " + RELOAD_NGINX))
+        failures.append((f"the served certificate {what}", f"{renew}, then {RELOAD_NGINX}"))
     if not covers(names_in_cert(served), wanted):
         failures.append((f"the served certificate does not cover {wanted}", f"hostkit certs --name {wanted}"))
+    trust = chain_trust(ctx, served, trust_file)
+    chained = ""
+    if trust is not None:
+        error = chain_error(address, port, wanted, trust[1])
+        if error:
+            failures.append((
+                f"the served chain does not verify against {trust[0]}: {error}",
+                "serve the full chain (certificate, then intermediates) in the certificate file, "
+                "or name the CA that issued it in the tls_trust_file setting",
+            ))
+        chained = f", chained to {trust[0]}"
     actual = (f"served: serial {served.serial_number:x}, expires {not_after(served):%Y-%m-%d}; "
               f"{cert}: serial {on_disk.serial_number:x}, expires {not_after(on_disk):%Y-%m-%d}")
     if failures:
         return Outcome.fail("; ".join(f for f, _ in failures), actual=actual, hint=failures[0][1])
-    summary = f"{where} serves {cert} (expires {not_after(served):%Y-%m-%d}, covers {wanted})"
+    summary = f"{where} serves {cert} (expires {not_after(served):%Y-%m-%d}, covers {wanted}{chained})"
     if days < warn_days:
         return Outcome.warn(f"{summary}: expires in {days:.0f} days", actual=actual,
-                            hint="hostkit certs --renew, then " + RELOAD_NGINX)
+                            hint=f"{renew}, then {RELOAD_NGINX}")
     return Outcome.ok(summary, actual=actual)

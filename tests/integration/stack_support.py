@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import pytest
 import requests
 import urllib3
 import websocket
@@ -55,6 +57,16 @@ def hostkit(
             f"hostkit {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def sslyze_command() -> list[str]:
+    """sslyze (PyPI) from HOSTKIT_SSLYZE, PATH, or this interpreter; its pins want a venv of its own."""
+    given = os.environ.get("HOSTKIT_SSLYZE") or shutil.which("sslyze")
+    if given:
+        return [given]
+    if subprocess.run([sys.executable, "-c", "import sslyze"], check=False).returncode == 0:
+        return [sys.executable, "-m", "sslyze"]
+    pytest.fail("sslyze is needed: python3 -m venv V; V/bin/pip install sslyze; HOSTKIT_SSLYZE=V/bin/sslyze")
 
 
 def docker_json(*args: str) -> Any:

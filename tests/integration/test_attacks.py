@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ import pytest
 from stack_support import (
     ARTIFACTS,
     BUILD_FLAGS,
+    PACKAGE_SET,
     REPO,
     Deployment,
     HubUser,
@@ -30,11 +30,13 @@ from stack_support import (
     free_port,
     hostkit,
     new_deployment,
+    sslyze_command,
     torn_down,
 )
 
 from hostkit import certs, renewal
 from hostkit.host import LocalHost
+from hostkit.images import parse_versions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -99,13 +101,25 @@ def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) ->
     deployment.settings["HOSTKIT_CERT_RENEWAL"] = "on"  # removed again below
     with torn_down(deployment, "attacks"):
         deployment.settings["HOSTKIT_HUB_IMAGE"] = _pinned_hub_image(deployment.prefix)
+        extra: list[str] = []
+        if GIVEN_HUB_IMAGE:  # the other images as `stack build` tags them, already on this machine
+            suite = parse_versions((REPO / "stack" / "versions.env").read_text())["DEBIAN_SUITE"]
+            deployment.settings["HOSTKIT_NGINX_IMAGE"] = f"hostkit/nginx:{suite}"
+            deployment.settings["HOSTKIT_NOTEBOOK_IMAGE"] = f"hostkit/singleuser:{PACKAGE_SET}"
+            extra = ["--no-build"]
         try:
-            proc = deployment.up()
+            proc = deployment.up(*extra)
             assert f"https://localhost:{deployment.port}/" in proc.stdout, proc.stderr
             yield deployment
         finally:
             renewal.remove_schedule(LocalHost("/"), str(deployment.directory))
     _docker("rmi", deployment.settings["HOSTKIT_HUB_IMAGE"], check=False)
+
+
+# A hub image made by hand from this checkout's inputs (e.g. FROM the shared tag with this
+# checkout's hostkit_dockerproxy.py copied in): the stack starts from it and nothing is
+# built, so a checkout whose hub inputs differ does not rebuild a tag others share.
+GIVEN_HUB_IMAGE = os.environ.get("HOSTKIT_TEST_HUB_IMAGE", "")
 
 
 def _pinned_hub_image(prefix: str) -> str:
@@ -115,6 +129,11 @@ def _pinned_hub_image(prefix: str) -> str:
     stack must not start from theirs.
     """
     wanted = (REPO / "stack" / "hostkit_dockerproxy.py").read_text()
+    if GIVEN_HUB_IMAGE:
+        script = "/srv/hostkit/hostkit_dockerproxy.py"
+        inside = _docker("run", "--rm", "--entrypoint", "cat", GIVEN_HUB_IMAGE, script)
+        assert inside.stdout == wanted, "HOSTKIT_TEST_HUB_IMAGE lacks this checkout's docker-api proxy"
+        return GIVEN_HUB_IMAGE
     for _ in range(3):
         built = hostkit("stack", "build", *BUILD_FLAGS).stdout
         name = next(line.split()[1] for line in built.splitlines() if line.startswith("hub "))
@@ -161,8 +180,12 @@ client = docker.from_env(version="auto").api  # DOCKER_HOST, else the default so
 # what the spawner sends, so that only the attack's own field can be the reason
 kwargs = dict(network_mode=network, mem_limit="1g", pids_limit=100,
               binds=[f"{prefix}-user-x:/home/jovyan/work"])
+# a user volume that dockerd would create as a bind mount of the host's /
+bind_root = docker.types.DriverConfig("local", {"type": "none", "o": "bind", "device": "/"})
+root_volume = docker.types.Mount("/host", f"{prefix}-user-x", type="volume", driver_config=bind_root)
 kwargs.update({"privileged": dict(privileged=True),
                "host-root": dict(binds=["/:/host:rw"]),
+               "host-root-volume": dict(binds=[], mounts=[root_volume]),
                "host-network": dict(network_mode="host")}[kind])
 try:
     created = client.create_container(
@@ -181,7 +204,8 @@ def _hub_exec(dep: Deployment, *argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("kind", "reason"),
-    [("privileged", "Privileged"), ("host-root", "bind mount"), ("host-network", "NetworkMode")],
+    [("privileged", "Privileged"), ("host-root", "bind mount"), ("host-root-volume", "volume driver options"),
+     ("host-network", "NetworkMode")],
 )
 def test_hub_cannot_create_a_container_that_owns_the_host(dep: Deployment, kind: str, reason: str) -> None:
     image = dep.env()["HOSTKIT_NOTEBOOK_IMAGE"]
@@ -550,16 +574,6 @@ def test_settings_certificates_and_admin_config_reach_the_running_containers(
 
 
 # ---- certificates a client can validate: the site CA, checked by sslyze --------------------
-def _sslyze() -> list[str]:
-    """sslyze (PyPI) from HOSTKIT_SSLYZE, PATH, or this interpreter; its pins want a venv of its own."""
-    given = os.environ.get("HOSTKIT_SSLYZE") or shutil.which("sslyze")
-    if given:
-        return [given]
-    if subprocess.run([sys.executable, "-c", "import sslyze"], check=False).returncode == 0:
-        return [sys.executable, "-m", "sslyze"]
-    pytest.fail("sslyze is needed: python3 -m venv V; V/bin/pip install sslyze; HOSTKIT_SSLYZE=V/bin/sslyze")
-
-
 def test_site_ca_certificate_passes_sslyze_mozilla_intermediate(dep: Deployment) -> None:
     proc = dep.cli("certs", "--ca", "--hostname", "localhost")
     assert "reloaded nginx" in proc.stderr
@@ -571,7 +585,7 @@ def test_site_ca_certificate_passes_sslyze_mozilla_intermediate(dep: Deployment)
     time.sleep(2)  # nginx's reload
     report = dep.directory.parent / "sslyze.json"
     scan = subprocess.run(
-        [*_sslyze(), "--mozilla_config=intermediate", f"--certinfo_ca_file={ca_file}",
+        [*sslyze_command(), "--mozilla_config=intermediate", f"--certinfo_ca_file={ca_file}",
          f"--json_out={report}", f"localhost:{dep.port}{{127.0.0.1}}"],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip

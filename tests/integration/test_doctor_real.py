@@ -250,3 +250,54 @@ def test_a_full_run_prints_no_warning_on_stderr(tmp_path: Path) -> None:
                           timeout=300, cwd=REPO, check=False)
     assert json.loads(proc.stdout)["checks"]
     assert proc.stderr == ""
+
+
+# ---- storage.user-quota on real filesystems --------------------------------------------------
+def test_user_quota_check_agrees_with_dockerd_on_this_data_root(tmp_path: Path) -> None:
+    """The doctor says whether this host's data root can limit a volume; dockerd, asked for a
+    sized volume, must agree."""
+    result = check("storage.user-quota", deploy_dir=str(tmp_path))  # no stack: setting off
+    name = f"hostkit-quota-probe-{uuid.uuid4().hex[:8]}"
+    created = subprocess.run(["docker", "volume", "create", "--opt", "size=10M", name],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    if created.returncode == 0:
+        subprocess.run(["docker", "volume", "rm", name], capture_output=True, check=True)
+        assert result.status is Status.WARN, result.summary
+        assert "HOSTKIT_USER_DISK_QUOTA is off" in result.summary
+    else:
+        assert "quota size requested but no quota support" in created.stderr, created.stderr
+        assert result.status is Status.WARN, result.summary
+        assert "cannot enforce a per-user disk quota" in result.summary
+        assert "prjquota" in result.hint
+
+
+@pytest.fixture
+def xfs_mount(tmp_path: Path) -> Iterator[Path]:
+    """A 300 MB xfs file system, loop-mounted without quota options."""
+    if shutil.which("mkfs.xfs") is None:
+        pytest.fail("mkfs.xfs is needed: apt-get install xfsprogs")
+    image, mount = tmp_path / "xfs.img", tmp_path / "mnt"
+    with image.open("wb") as fh:
+        fh.truncate(300 * 1024 * 1024)
+    subprocess.run(["mkfs.xfs", "-q", str(image)], check=True, capture_output=True)
+    mount.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True, capture_output=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True, capture_output=True)
+
+
+def test_user_quota_check_on_xfs_without_prjquota(xfs_mount: Path, tmp_path: Path) -> None:
+    (xfs_mount / "volumes").mkdir()
+    host = LocalHost()
+    facts = Facts(host)
+    facts.docker_info = lambda: {"DockerRootDir": str(xfs_mount)}  # type: ignore[method-assign]
+    spec = {s.id: s for s in load_catalogue()}["storage.user-quota"]
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    (deploy / ".env").write_text("HOSTKIT_USER_DISK_QUOTA=10G\n")
+    result = evaluate(spec, ProbeContext(host, facts, Settings(deploy_dir=str(deploy))))
+    assert result.status is Status.FAIL, result.summary  # Docker would refuse every user's volume
+    assert "xfs without project quotas (no prjquota) cannot enforce it" in result.summary
+    assert "prjquota" in result.hint

@@ -69,6 +69,13 @@ def test_what_dockerspawner_sends_is_forwarded_with_the_stack_label() -> None:
         ({"Memory": 0}, "Memory"),
         ({"Runtime": "runsc-debug"}, "runtime"),
         ({"CgroupParent": "/"}, "CgroupParent"),
+        # a user volume the local driver creates as a bind mount of the host's / (dockerd
+        # creates a missing volume from the mount's driver options)
+        ({"Mounts": [{"Type": "volume", "Source": "hk1-user-alice", "Target": "/x", "VolumeOptions": {
+            "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}]},
+         "volume driver options"),
+        ({"Mounts": [{"Type": "volume", "Source": "hk1-user-alice", "Target": "/x", "VolumeOptions": {
+            "DriverConfig": {"Name": "sshfs", "Options": {}}}}]}, "volume driver 'sshfs'"),
     ],
 )
 def test_create_requests_that_reach_the_host_are_refused(host: dict[str, Any], reason: str) -> None:
@@ -224,3 +231,19 @@ def test_gpu_requests_pass_only_when_the_gpu_environment_is_offered() -> None:
     for odd in ({**GPU_REQUEST, "Driver": "other"}, {**GPU_REQUEST, "Capabilities": [["gpu", "fpga"]]}):
         with pytest.raises(proxy.Refused, match="DeviceRequests"):
             proxy.check_create({"name": "hk1-alice"}, _spawner_body(DeviceRequests=[odd]), gpu)
+
+
+def test_a_user_volume_may_carry_only_the_size_limit_the_site_set() -> None:
+    def mount(options: dict[str, str]) -> dict[str, Any]:
+        return {"Type": "volume", "Source": "hk1-user-alice", "Target": "/home/jovyan/work",
+                "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": options}}}  # fmt: skip
+
+    sized = proxy.Policy(**{**POLICY.__dict__, "volume_size": "10G"})
+    body = _spawner_body(Binds=[], Mounts=[mount({"size": "10G"})])
+    forwarded = proxy.check_create({"name": "hk1-alice"}, body, sized)
+    assert forwarded["HostConfig"]["Mounts"] == [mount({"size": "10G"})]
+    with pytest.raises(proxy.Refused, match="only size=10G"):
+        proxy.check_create({"name": "hk1-alice"}, _spawner_body(Mounts=[mount({"size": "1T"})]), sized)
+    with pytest.raises(proxy.Refused, match="not allowed"):  # no quota set: no options at all
+        proxy.check_create({"name": "hk1-alice"}, _spawner_body(Mounts=[mount({"size": "10G"})]), POLICY)
+    assert proxy.Policy.from_env({"HOSTKIT_USER_DISK_QUOTA": "10G"}).volume_size == "10G"

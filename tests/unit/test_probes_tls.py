@@ -276,6 +276,61 @@ def test_nothing_served_before_deploy_is_a_skip(tmp_path: Path, key, run_check) 
     assert (r.status, r.summary) == (Status.SKIP, "stack not deployed")
 
 
+def make_ca_signed(key: rsa.RSAPrivateKey, ca_name: str) -> tuple[bytes, bytes]:
+    """(CA certificate, certificate for `key` it signed), PEM: as a public CA's chain would be."""
+    ca_key = make_key()
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_subject).issuer_name(ca_subject)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.example.edu")]))
+        .issuer_name(ca_subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hub.example.edu")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return ca.public_bytes(serialization.Encoding.PEM), leaf.public_bytes(serialization.Encoding.PEM)
+
+
+def test_served_chain_is_verified_against_the_trust_store(tmp_path: Path, key, served, run_check) -> None:
+    ca, cert = make_ca_signed(key, "Issuing Test CA")
+    other_ca, _ = make_ca_signed(key, "Another Test CA")
+    server = served(cert)
+    host = tls_host(tmp_path, key, cert)
+    host.path("/certs/ca.pem").write_bytes(ca)
+    host.path("/certs/other.pem").write_bytes(other_ca)
+    where = {"public_port": server.port, "bind_address": "127.0.0.1", **SETTINGS}
+    r = run_check("tls.served", host, tls_trust_file="/certs/ca.pem", **where)
+    assert r.status is Status.PASS, r.summary
+    assert "chained to /certs/ca.pem" in r.summary
+    r = run_check("tls.served", host, tls_trust_file="/certs/other.pem", **where)
+    assert r.status is Status.FAIL
+    assert "the served chain does not verify against /certs/other.pem" in r.summary
+    assert "tls_trust_file" in r.hint
+    # no trust store given: the system's, which does not know this CA
+    r = run_check("tls.served", host, **where)
+    assert r.status is Status.FAIL
+    assert "does not verify against the system's trust store" in r.summary
+
+
+def test_a_site_ca_certificate_is_chained_to_the_site_ca(tmp_path: Path, key, served, run_check) -> None:
+    ca, cert = make_ca_signed(key, "hostkit CA hub")
+    server = served(cert)
+    host = tls_host(tmp_path, key, cert)
+    host.files({"/opt/hostkit/ca/hostkit-ca.crt": ca.decode()})
+    r = run_check("tls.served", host, public_port=server.port, bind_address="127.0.0.1",
+                  deploy_dir="/opt/hostkit", **SETTINGS)  # fmt: skip
+    assert r.status is Status.PASS, r.summary
+    assert "chained to the site CA /opt/hostkit/ca/hostkit-ca.crt" in r.summary
+
+
 # ---- tls.key-size judges every key type nginx can use --------------------------------------
 @pytest.mark.parametrize(
     ("make", "status", "summary"),

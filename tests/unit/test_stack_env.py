@@ -65,7 +65,7 @@ def test_commands_on_a_directory_without_a_stack_say_so(tmp_path: Path) -> None:
 def test_install_files_copies_the_stack_and_reports_only_changes(tmp_path: Path) -> None:
     host = FakeHost(tmp_path)
     s = stack_mod.Stack(host, "/opt/hostkit")
-    assert len(s.install_files()) == 4  # compose file, hub config, its profiles module, nginx.conf
+    assert len(s.install_files()) == 5  # two compose files, hub config, its profiles module, nginx.conf
     assert s.install_files() == []
     host.path("/opt/hostkit/nginx.conf").write_text("edited")
     assert s.install_files() == ["/opt/hostkit/nginx.conf"]
@@ -213,3 +213,10 @@ def test_changed_files_reach_the_containers_that_kept_running(
     # a container compose just recreated has the new files already
     recreated = {"jupyterhub": "old", "nginx": "nginx1"}
     assert s.take_effect(["/opt/hostkit/jupyterhub_config.py"], recreated) == []
+
+
+def test_disk_quota_must_be_a_size() -> None:
+    assert stack_mod.render_env({}, {"HOSTKIT_USER_DISK_QUOTA": "10G"})["HOSTKIT_USER_DISK_QUOTA"] == "10G"
+    assert stack_mod.render_env({}, {})["HOSTKIT_USER_DISK_QUOTA"] == ""  # off by default
+    with pytest.raises(UsageError, match="a size such as 10G"):
+        stack_mod.render_env({}, {"HOSTKIT_USER_DISK_QUOTA": "ten gigs"})

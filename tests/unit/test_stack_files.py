@@ -179,6 +179,32 @@ def test_hub_config_takes_site_values_from_the_environment(monkeypatch: pytest.M
     assert "admin:servers" not in role["scopes"]
 
 
+def test_a_disk_quota_makes_the_user_volume_a_sized_mount_the_docker_proxy_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from docker.types import Mount
+
+    c, _ = _load_hub_config(monkeypatch, {"HOSTKIT_USER_DISK_QUOTA": "10G"})
+    assert c.DockerSpawner.volumes == {}
+    (mount,) = c.DockerSpawner.mounts
+    # as DockerSpawner 14's mount_binds builds it for alice
+    args = {**mount, "source": mount["source"].format(username="alice")}
+    sent = dict(Mount(**args))
+    assert sent["VolumeOptions"]["DriverConfig"] == {"Name": "local", "Options": {"size": "10G"}}
+    spec = importlib.util.spec_from_file_location("hostkit_dockerproxy_q", STACK / "hostkit_dockerproxy.py")
+    assert spec is not None
+    assert spec.loader is not None
+    proxy = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "hostkit_dockerproxy_q", proxy)
+    spec.loader.exec_module(proxy)
+    policy = proxy.Policy.from_env({"HOSTKIT_USER_DISK_QUOTA": "10G", "HOSTKIT_NETWORK": "net"})
+    body = {"Image": "hostkit/singleuser:full", "HostConfig": {
+        "NetworkMode": "net", "Mounts": [sent], "PidsLimit": 1024, "Memory": 1 << 30}}
+    proxy.check_create({"name": "jupyter-alice"}, body, policy)  # raises Refused otherwise
+
+
 def test_singleuser_dockerfile_turns_record_timing_on_and_installs_the_seed_extensions() -> None:
     text = (STACK / "singleuser" / "Dockerfile").read_text()
     assert '"recordTiming"] = True' in text
