@@ -27,7 +27,10 @@ from hostkit.settings import DEFAULTS
 
 DEFAULT_DIR = DEFAULTS.deploy_dir
 DEFAULT_PORT = DEFAULTS.public_port
-STACK_FILES = ("docker-compose.yml", "jupyterhub_config.py", "hostkit_profiles.py", "nginx.conf")
+STACK_FILES = ("docker-compose.yml", "jupyterhub_config.py", "hostkit_profiles.py", "nginx.conf",
+               "docker-compose.swarm.yml", "hostkit_swarm.py")
+# HOSTKIT_CLUSTER=swarm: compose also reads docker-compose.swarm.yml (the overlay network)
+CLUSTER_COMPOSE = {"swarm": "docker-compose.swarm.yml"}
 HUB_SERVICE = "jupyterhub"
 NGINX_SERVICE = "nginx"
 DOCKER_API_SERVICE = "docker-api"
@@ -247,13 +250,17 @@ class Stack:
             self._compose = detect_compose(self.host)
         env = self.read_env()
         project = env.get("COMPOSE_PROJECT_NAME", ENV_DEFAULTS["COMPOSE_PROJECT_NAME"])
-        return [
-            *self._compose,
-            "-p",
-            project,
-            "-f",
-            str(self.host.path(f"{self.directory}/docker-compose.yml")),
-        ]
+        files = ["docker-compose.yml"]
+        cluster = env.get("HOSTKIT_CLUSTER", "")
+        if cluster:
+            if cluster not in CLUSTER_COMPOSE:
+                raise UsageError(f"HOSTKIT_CLUSTER={cluster}: not a cluster kind hostkit knows",
+                                 f"use one of: {', '.join(CLUSTER_COMPOSE)} (or leave it empty)")
+            files.append(CLUSTER_COMPOSE[cluster])
+        argv = [*self._compose, "-p", project]
+        for name in files:
+            argv += ["-f", str(self.host.path(f"{self.directory}/{name}"))]
+        return argv
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> CommandResult:
         return self.host.run(
