@@ -364,6 +364,18 @@ class LocalHost:
             raise CommandError(argv, rc, stderr)
         return total, digest.hexdigest()
 
+    def tcp_connect(self, address: str, port: int, timeout: float = 3.0) -> str:
+        """Open and close a TCP connection; "" when it worked, else why not (in words)."""
+        import socket
+
+        try:
+            socket.create_connection((address, port), timeout=timeout).close()
+        except socket.timeout:
+            return f"no answer within {timeout:g}s"
+        except OSError as exc:
+            return (exc.strerror or str(exc)).lower()
+        return ""
+
     def pipe(self, producer: Sequence[str], consumer: Sequence[str], *,
              on_bytes: Optional[Callable[[int], None]] = None, timeout: float = 3600,
              every: int = 256 << 20) -> int:

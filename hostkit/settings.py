@@ -52,6 +52,7 @@ class Settings:
     backup_max_age_hours: float = 36.0  # older than this, the last good backup is a warning
     # the servers of a Swarm cluster (addresses or networks): the swarm ports open to these only
     cluster_peers: tuple[str, ...] = ()
+    cluster_ssh_user: str = "root"  # the manager logs in to the workers as this (key-based ssh)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ and taking a node out, against a host that answers like Docker and firewalld do.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,90 @@ def test_the_host_pipes_one_command_into_another_with_progress(tmp_path: Path) -
                          ["sh", "-c", "cat >/dev/null; echo no room >&2; exit 3"])
     with pytest.raises(HostkitError, match="no-such-image"):
         LocalHost().pipe(["sh", "-c", "echo no-such-image >&2; exit 1"], ["cat"])
+
+
+class ClusterHost(SwarmHost):
+    """A manager whose nodes answer ssh and TCP as a table says."""
+
+    def __init__(self, root: Path, closed: dict[tuple[str, int], str], remote_clock: float = 0.0,
+                 images: dict[str, str] | None = None) -> None:
+        super().__init__(root, MANAGER_INFO)
+        self.binaries.add("ssh")
+        self.closed, self.remote_clock = closed, remote_clock
+        self.images = images or {}
+
+    def tcp_connect(self, address: str, port: int, timeout: float = 3.0) -> str:
+        return self.closed.get((address, port), "")
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        key = tuple(str(a) for a in argv)
+        if key[:3] == ("docker", "node", "ls"):
+            return CommandResult(key, 0, "mgr1\nw1abc\nw2def\n", "")
+        if key[:3] == ("docker", "node", "inspect"):
+            return CommandResult(key, 0, json.dumps(NODES), "")
+        if key[:4] == ("docker", "image", "inspect", "--format"):
+            return CommandResult(key, 0, "sha256:good\n", "")
+        if key[0] == "ssh":
+            return self._on_node(key)
+        return super().run(argv, **kwargs)
+
+    def _on_node(self, key: tuple[str, ...]) -> CommandResult:
+        addr, command = key[-2].split("@")[1], key[-1]
+        if command.startswith("date"):
+            return CommandResult(key, 0, f"{time.time() + self.remote_clock}\n", "")
+        if command.startswith("docker image inspect"):
+            image = self.images.get(addr, "sha256:good")
+            return CommandResult(key, 0 if image else 1, image + "\n", "")
+        port = int(command.split("/")[-1].rstrip("'"))
+        why = self.closed.get((f"from {addr}", port), "")
+        return CommandResult(key, 1 if why else 0, "", why)
+
+
+def _probe(name: str, host: FakeHost, **params: Any) -> Any:
+    from hostkit.doctor import ProbeContext
+    from hostkit.probes import PROBES
+    from hostkit.settings import Settings
+
+    return PROBES[name](ProbeContext(host, Facts(host), Settings()), **params)
+
+
+def test_the_doctor_names_the_node_and_the_port_that_is_closed(tmp_path: Path) -> None:
+    from hostkit.results import Status
+
+    assert _probe("cluster_ports", ClusterHost(tmp_path, {})).status is Status.PASS
+    out = _probe("cluster_ports", ClusterHost(tmp_path, {("172.20.0.4", 7946): "no route to host"}))
+    assert out.status is Status.FAIL
+    assert "worker2 (172.20.0.4): 7946/tcp closed from manager (no route to host)" in out.summary
+    assert "worker1" not in out.summary
+    back = _probe("cluster_ports", ClusterHost(tmp_path, {("from 172.20.0.3", 2377): "refused"}))
+    assert "manager (172.20.0.2): 2377/tcp closed from worker1" in back.summary
+
+
+def test_the_doctor_compares_the_nodes_clocks_and_images(tmp_path: Path) -> None:
+    from hostkit.results import Status
+
+    assert _probe("cluster_clocks", ClusterHost(tmp_path, {})).status is Status.PASS
+    late = _probe("cluster_clocks", ClusterHost(tmp_path, {}, remote_clock=-5.0))
+    assert late.status is Status.FAIL
+    assert "worker1 is -5.0" in late.summary
+    assert _probe("cluster_images", ClusterHost(tmp_path, {})).status is Status.PASS
+    stale = _probe("cluster_images", ClusterHost(tmp_path, {}, images={"172.20.0.4": "sha256:old",
+                                                                        "172.20.0.3": ""}))
+    assert stale.status is Status.FAIL
+    assert "worker1: missing" in stale.summary
+    assert "worker2: a different build" in stale.summary
+
+
+def test_a_clock_offset_takes_the_middle_of_the_round_trip() -> None:
+    from hostkit.probes.cluster import clock_offset
+
+    assert clock_offset(100.0, 100.5, 101.0) == 0.0
+    assert clock_offset(100.0, 103.0, 102.0) == 2.0
+
+
+def test_the_cluster_checks_skip_on_a_single_host(tmp_path: Path) -> None:
+    from hostkit.results import Status
+
+    lone = SwarmHost(tmp_path, INACTIVE_INFO)
+    for name in ("cluster_ports", "cluster_clocks", "cluster_images"):
+        assert _probe(name, lone).status is Status.SKIP
