@@ -23,7 +23,10 @@ from hostkit.stack import Stack, primary_ip
 from hostkit.steps import Plan, Step, render_step, render_summary
 from hostkit.subsystems import swarm
 
-cluster_app = typer.Typer(no_args_is_help=True, help=__doc__)
+cluster_app = typer.Typer(
+    no_args_is_help=True,
+    help="Several servers as one Docker Swarm: init on the hub's host, join on each worker, "
+    "sync-images, then `hostkit stack up --set HOSTKIT_CLUSTER=swarm`.")
 out = Console()
 
 PeerOpt = typer.Option(

@@ -496,8 +496,21 @@ class Stack:
         for row in self.user_containers():
             self.host.run(["docker", "rm", "-f", row["name"]], check=True)
             removed.append(row["name"])
+        removed += self._remove_user_services()
         self.compose("down", "--remove-orphans")
         return removed
+
+    def _remove_user_services(self) -> list[str]:
+        """On a swarm, the users' servers are services (on the workers): they go too."""
+        env = self.read_env()
+        if env.get("HOSTKIT_CLUSTER") != "swarm":
+            return []
+        project = env.get("COMPOSE_PROJECT_NAME", ENV_DEFAULTS["COMPOSE_PROJECT_NAME"])
+        names = self.host.run(["docker", "service", "ls", "--filter", f"label=org.hostkit.stack={project}",
+                               "--format", "{{.Name}}"], check=True).stdout.split()
+        if names:
+            self.host.run(["docker", "service", "rm", *names], check=True)
+        return names
 
     def logs(self, service: Optional[str] = None, tail: int = 200) -> str:
         args = ["logs", "--no-color", "--tail", str(tail)]

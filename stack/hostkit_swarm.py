@@ -7,7 +7,8 @@ DockerSpawner's SwarmSpawner runs each server as a one-task service. hostkit's s
   pins every later server to that node: the user's files are a local volume there. Swarm's
   own placement only spreads tasks by count; it knows nothing of the volumes.
 - when the pinned node is down (or drained), the spawn fails with a message that says so,
-  instead of starting the user on an empty volume elsewhere. A node taken out of the swarm
+  instead of starting the user on an empty volume elsewhere; a running server whose node
+  went down counts as stopped (Swarm would keep it "pending" for ever). A node taken out of the swarm
   (`hostkit cluster remove`) no longer pins anyone: the next server goes to another worker.
 - mounts the user's volume as a named volume (SwarmSpawner's own mounts are host binds);
 - keeps the single-host limits: memory, CPU, and a PID limit (the Resources type of
@@ -106,6 +107,25 @@ class HostkitSwarmSpawner(SwarmSpawner):  # type: ignore[misc]
         self.node_id = str(node["ID"])
         self.log.info("placing %s on %s", self.user.name, node_name(node))
         return self.node_id
+
+    async def poll(self) -> Any:
+        """SwarmSpawner's poll, and: a server whose node is down counts as stopped.
+
+        Swarm keeps a pinned task of a lost node "pending", which SwarmSpawner takes for
+        running: the user would get proxy errors for ever. Stopped, their next start says
+        where their files are."""
+        status = await super().poll()
+        if status is not None or not self.node_id:
+            return status
+        try:
+            node = await self.docker("inspect_node", self.node_id)
+        except APIError as exc:
+            return f"node {self.node_id} is gone: {exc}"
+        state = (node.get("Status") or {}).get("State")
+        if state != "ready":
+            self.log.warning("%s's server is on %s, which is %s", self.user.name, node_name(node), state)
+            return f"node {node_name(node)} is {state}"
+        return None
 
     async def create_object(self) -> Any:
         node_id = await self.choose_node()

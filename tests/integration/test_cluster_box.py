@@ -259,6 +259,38 @@ def test_the_doctor_passes_on_the_cluster_and_names_node_and_port_when_one_is_cl
     assert {c["status"] for c in json.loads(res.stdout)["checks"]} == {"skip"}
 
 
+def _wait_node(cluster: Cluster, hostname: str, state: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while cluster.status()[hostname]["state"] != state:
+        assert time.monotonic() < deadline, f"{hostname} did not become {state}"
+        time.sleep(3)
+
+
+def test_a_worker_that_goes_down_leaves_the_others_alone_and_its_users_are_told(cluster: Cluster) -> None:
+    placed = {h: n["servers"] for h, n in cluster.status().items()}
+    (server,) = placed["worker1"]
+    name = server.removeprefix("jupyter-")
+    other = next(n for n in cluster.users if n != name)
+    user, bystander = cluster.users[name], cluster.users[other]
+    assert user.run_code("import pathlib; pathlib.Path('/home/jovyan/work/kept.txt').write_text('mine')",
+                         user.token()) == "4"
+    worker1 = cluster.workers[0]
+    worker1.sh("systemctl stop docker.socket docker.service")
+    try:
+        _wait_node(cluster, "worker1", "down")
+        user.wait_stopped(timeout=240)  # the hub's next poll finds its node down
+        assert bystander.run_code("2+3", bystander.token()) == "5"
+        refused = user.api("POST", f"/users/{name}/server")
+        assert refused.status_code >= 400, refused.text
+        assert "Your files are on server worker1, which is down" in refused.text
+    finally:
+        worker1.sh("systemctl reset-failed docker.service docker.socket; systemctl start docker")
+    _wait_node(cluster, "worker1", "ready")
+    user.start_server(timeout=600)
+    assert cluster.status()["worker1"]["servers"] == [server]
+    assert user.run_code("open('/home/jovyan/work/kept.txt').read()", user.token()) == "'mine'"
+
+
 def test_remove_drains_a_worker_and_its_user_starts_again_on_the_other(cluster: Cluster) -> None:
     placed = {h: n["servers"] for h, n in cluster.status().items()}
     gone = "worker1"

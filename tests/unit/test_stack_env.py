@@ -88,6 +88,24 @@ def test_compose_reads_the_swarm_file_only_on_a_swarm(tmp_path: Path) -> None:
         s.compose_cmd()
 
 
+def test_down_on_a_swarm_removes_the_users_services_too(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path, {
+        ("docker", "ps", "-a", "--filter", "name=^jupyter-", "--format", "{{json .}}"): "",
+        ("docker", "service", "ls", "--filter", "label=org.hostkit.stack=hostkit", "--format",
+         "{{.Name}}"): "jupyter-alice\njupyter-bob\n",
+        ("docker", "service", "rm", "jupyter-alice", "jupyter-bob"): "",
+    }, binaries=("docker", "docker-compose"))
+    s = stack_mod.Stack(host, "/opt/hostkit", _compose=["docker-compose"])
+    s.write_env({"HOSTKIT_CLUSTER": "swarm"})
+    host.commands[(*s.compose_cmd(), "down", "--remove-orphans")] = ""
+    assert s.down() == ["jupyter-alice", "jupyter-bob"]
+    assert host.calls[-1][-2:] == ("down", "--remove-orphans")
+    s.write_env({"HOSTKIT_CLUSTER": ""})
+    host.commands[(*s.compose_cmd(), "down", "--remove-orphans")] = ""
+    assert s.down() == []
+    assert not any(c[:3] == ("docker", "service", "ls") for c in host.calls[-3:])
+
+
 def test_detect_compose_prefers_v2_then_v1(tmp_path: Path) -> None:
     v2 = FakeHost(tmp_path, {("docker", "compose", "version", "--short"): "2.30.3"})
     assert stack_mod.detect_compose(v2) == ["docker", "compose"]
