@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import logging
 import sys
 import types
 from pathlib import Path
@@ -16,8 +18,20 @@ PATH = Path(__file__).resolve().parents[2] / "stack" / "hostkit_swarm.py"
 def _load() -> Any:
     # DockerSpawner lives in the hub image only; the placement is plain Python over the
     # Docker API's JSON, so a stand-in base class is enough to import it here.
+    from traitlets import HasTraits
+
+    class SwarmSpawner(HasTraits):  # what the subclass calls of it: poll and the state
+        async def poll(self) -> Any:
+            return None
+
+        def get_state(self) -> dict[str, Any]:
+            return {"object_id": "svc1"}
+
+        def load_state(self, state: dict[str, Any]) -> None:
+            pass
+
     fake = types.ModuleType("dockerspawner")
-    fake.SwarmSpawner = type("SwarmSpawner", (), {})  # type: ignore[attr-defined]
+    fake.SwarmSpawner = SwarmSpawner  # type: ignore[attr-defined]
     sys.modules.setdefault("dockerspawner", fake)
     spec = importlib.util.spec_from_file_location("hostkit_swarm", PATH)
     assert spec is not None
@@ -59,3 +73,66 @@ def test_down_drained_and_manager_nodes_get_no_server() -> None:
     assert swarm_spawner.pick_node(nodes, [])["ID"] == "c"
     with pytest.raises(swarm_spawner.NodeUnavailable, match="no worker is ready"):
         swarm_spawner.pick_node(nodes[:3], [])
+
+
+class Spawner:
+    """A HostkitSwarmSpawner whose Docker API answers from the nodes given."""
+
+    def __init__(self, nodes: list[dict[str, Any]], pinned: str = "") -> None:
+        self.spawner = swarm_spawner.HostkitSwarmSpawner()
+        self.spawner.node_id = pinned
+        self.spawner.log = logging.getLogger("test")
+        self.spawner.user = types.SimpleNamespace(name="alice")
+        self.spawner.docker = self.docker
+        self.nodes = {n["ID"]: n for n in nodes}
+        self.asked: list[str] = []
+
+    async def docker(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append(method)
+        if method == "inspect_node":
+            if args[0] not in self.nodes:
+                import requests
+                from docker.errors import APIError
+
+                response = requests.Response()
+                response.status_code = 404
+                raise APIError("node not found", response=response)
+            return self.nodes[args[0]]
+        if method == "nodes":
+            return list(self.nodes.values())
+        if method == "tasks":
+            return []
+        raise AssertionError(method)
+
+    def choose(self) -> str:
+        return str(asyncio.run(self.spawner.choose_node()))
+
+
+def test_a_user_with_files_on_a_node_goes_back_there_even_when_another_is_freer() -> None:
+    nodes = [_node("a", memory=64 * GIB), _node("b", memory=4 * GIB)]
+    spawner = Spawner(nodes, pinned="b")
+    assert spawner.choose() == "b"
+    assert "nodes" not in spawner.asked
+    fresh = Spawner(nodes)
+    assert fresh.choose() == "a"
+    assert fresh.spawner.get_state() == {"object_id": "svc1", "node_id": "a"}  # in the hub's database
+    later = Spawner(nodes)
+    later.spawner.load_state(fresh.spawner.get_state())  # after a hub restart
+    assert later.spawner.node_id == "a"
+
+
+def test_a_user_whose_node_is_down_is_told_where_their_files_are() -> None:
+    spawner = Spawner([_node("a"), _node("b", state="down")], pinned="b")
+    with pytest.raises(swarm_spawner.NodeUnavailable, match="Your files are on server host-b, which is down"):
+        spawner.choose()
+    drained = Spawner([_node("a"), _node("b", availability="drain")], pinned="b")
+    with pytest.raises(swarm_spawner.NodeUnavailable, match="which is drain"):
+        drained.choose()
+    lost = Spawner([_node("b", state="down")], pinned="b")
+    assert asyncio.run(lost.spawner.poll()) == "node host-b is down"  # the hub marks it stopped
+    assert asyncio.run(Spawner([_node("b")], pinned="b").spawner.poll()) is None
+
+
+def test_a_user_whose_node_left_the_swarm_is_placed_anew() -> None:
+    spawner = Spawner([_node("a")], pinned="gone")
+    assert spawner.choose() == "a"
