@@ -182,6 +182,11 @@ from hostkit.cli_backup import restore as _restore  # noqa: E402
 app.command("backup")(_backup)
 app.command("restore")(_restore)
 
+# several servers as one Docker Swarm
+from hostkit.cli_cluster import cluster_app as _cluster_app  # noqa: E402
+
+app.add_typer(_cluster_app, name="cluster")
+
 
 def main() -> None:
     """Entry point: expected failures print one line and a hint (in HostkitGroup), never a

@@ -364,6 +364,73 @@ class LocalHost:
             raise CommandError(argv, rc, stderr)
         return total, digest.hexdigest()
 
+    def tcp_connect(self, address: str, port: int, timeout: float = 3.0) -> str:
+        """Open and close a TCP connection; "" when it worked, else why not (in words)."""
+        import socket
+
+        try:
+            socket.create_connection((address, port), timeout=timeout).close()
+        except socket.timeout:
+            return f"no answer within {timeout:g}s"
+        except OSError as exc:
+            return (exc.strerror or str(exc)).lower()
+        return ""
+
+    def pipe(self, producer: Sequence[str], consumer: Sequence[str], *,
+             on_bytes: Optional[Callable[[int], None]] = None, timeout: float = 3600,
+             every: int = 256 << 20) -> int:
+        """Stream producer's stdout into consumer's stdin (e.g. `docker save | ssh NODE docker
+        load`), calling on_bytes every `every` bytes; returns the bytes carried.
+
+        Either side failing is a HostkitError naming it, with its standard error."""
+        producer, consumer = [str(a) for a in producer], [str(a) for a in consumer]
+        log.debug("$ %s | %s", shlex.join(redact_argv(producer)), shlex.join(redact_argv(consumer)))
+        env = self._full_env(None)
+        deadline = time.monotonic() + timeout
+        try:
+            src = subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            dst = subprocess.Popen(consumer, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env=env)
+        except FileNotFoundError as exc:
+            raise HostkitError(f"{exc.filename}: command not found") from exc
+        assert src.stdout is not None  # noqa: S101 - PIPE above
+        assert dst.stdin is not None  # noqa: S101 - PIPE above
+        carried, reported = 0, 0
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise HostkitError(f"`{shlex.join(producer)} | {shlex.join(consumer)}` "
+                                       f"did not finish within {timeout:g}s")
+                data = src.stdout.read1(1 << 20)  # type: ignore[attr-defined]
+                if not data:
+                    break
+                dst.stdin.write(data)
+                carried += len(data)
+                if on_bytes and carried - reported >= every:
+                    reported = carried
+                    on_bytes(carried)
+            src_err = src.stderr.read().decode(errors="replace") if src.stderr else ""
+            # communicate() closes the consumer's stdin (end of stream) and collects its output
+            dst_out, dst_err = dst.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except BrokenPipeError:
+            dst_out, dst_err = dst.communicate(timeout=60)
+            src.kill()
+            src_err = ""
+        except BaseException:
+            for proc in (src, dst):
+                if proc.poll() is None:
+                    proc.kill()
+            raise
+        src_rc, dst_rc = src.wait(), dst.wait()
+        if src_rc != 0:
+            raise HostkitError(f"{shlex.join(producer)}: exit {src_rc}: {src_err.strip()[-300:]}")
+        if dst_rc != 0:
+            msg = (dst_err or dst_out).decode(errors="replace").strip()[-300:]
+            raise HostkitError(f"{shlex.join(redact_argv(consumer))}: exit {dst_rc}: {msg}")
+        if on_bytes:
+            on_bytes(carried)
+        return carried
+
     def file_digest(self, path: str) -> tuple[int, str]:
         """Size and sha256 of a file."""
         digest, total = hashlib.sha256(), 0

@@ -53,6 +53,9 @@ class Settings:
     min_free_gib: float = 10.0
     backup_dir: str = "/var/backups/hostkit"  # where `hostkit backup` writes, and the doctor looks
     backup_max_age_hours: float = 36.0  # older than this, the last good backup is a warning
+    # the servers of a Swarm cluster (addresses or networks): the swarm ports open to these only
+    cluster_peers: tuple[str, ...] = ()
+    cluster_ssh_user: str = "root"  # the manager logs in to the workers as this (key-based ssh)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,8 +98,9 @@ def load_settings(host: LocalHost, path: str = SETTINGS_FILE) -> Settings:
         raise UsageError(
             f"{path}: unknown setting(s) {', '.join(unknown)}", f"known settings: {', '.join(sorted(known))}"
         )
-    if "dns" in data:
-        data["dns"] = tuple(data["dns"])
+    for key in ("dns", "cluster_peers"):
+        if key in data:
+            data[key] = tuple(data[key])
     return Settings(**data)
 
 

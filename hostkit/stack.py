@@ -30,13 +30,17 @@ DEFAULT_PORT = DEFAULTS.public_port
 STACK_FILES = (
     "docker-compose.yml",
     "docker-compose.http.yml",
+    "docker-compose.swarm.yml",
     "jupyterhub_config.py",
     "hostkit_profiles.py",
+    "hostkit_swarm.py",
     "nginx.conf",
 )
 # compose file added when HOSTKIT_HTTP_PORT is set: nginx's plain-HTTP port for ACME
 HTTP_COMPOSE_FILE = "docker-compose.http.yml"
 ACME_CHALLENGE_DIR = "acme-challenge"  # in the deploy directory, mounted read-only into nginx
+# HOSTKIT_CLUSTER=swarm: compose also reads docker-compose.swarm.yml (the overlay network)
+CLUSTER_COMPOSE = {"swarm": "docker-compose.swarm.yml"}
 HUB_SERVICE = "jupyterhub"
 NGINX_SERVICE = "nginx"
 DOCKER_API_SERVICE = "docker-api"
@@ -301,6 +305,12 @@ class Stack:
         env = self.read_env()
         project = env.get("COMPOSE_PROJECT_NAME", ENV_DEFAULTS["COMPOSE_PROJECT_NAME"])
         files = ["docker-compose.yml"] + ([HTTP_COMPOSE_FILE] if env.get("HOSTKIT_HTTP_PORT") else [])
+        cluster = env.get("HOSTKIT_CLUSTER", "")
+        if cluster:
+            if cluster not in CLUSTER_COMPOSE:
+                raise UsageError(f"HOSTKIT_CLUSTER={cluster}: not a cluster kind hostkit knows",
+                                 f"use one of: {', '.join(CLUSTER_COMPOSE)} (or leave it empty)")
+            files.append(CLUSTER_COMPOSE[cluster])
         argv = [*self._compose, "-p", project]
         for name in files:
             argv += ["-f", str(self.host.path(f"{self.directory}/{name}"))]
@@ -579,8 +589,21 @@ class Stack:
         for row in self.user_containers():
             self.host.run(["docker", "rm", "-f", row["name"]], check=True)
             removed.append(row["name"])
+        removed += self._remove_user_services()
         self.compose("down", "--remove-orphans")
         return removed
+
+    def _remove_user_services(self) -> list[str]:
+        """On a swarm, the users' servers are services (on the workers): they go too."""
+        env = self.read_env()
+        if env.get("HOSTKIT_CLUSTER") != "swarm":
+            return []
+        project = env.get("COMPOSE_PROJECT_NAME", ENV_DEFAULTS["COMPOSE_PROJECT_NAME"])
+        names = self.host.run(["docker", "service", "ls", "--filter", f"label=org.hostkit.stack={project}",
+                               "--format", "{{.Name}}"], check=True).stdout.split()
+        if names:
+            self.host.run(["docker", "service", "rm", *names], check=True)
+        return names
 
     def logs(self, service: Optional[str] = None, tail: int = 200) -> str:
         args = ["logs", "--no-color", "--tail", str(tail)]

@@ -11,6 +11,10 @@ shared with the hub only) that answers exactly what DockerSpawner needs:
   ports, security-option or sysctl changes. The stack's label is added to what it creates;
 - GET /containers/ID/json, POST /containers/ID/start|stop, DELETE /containers/ID, only for
   containers carrying that label.
+- On a Docker Swarm (HOSTKIT_CLUSTER=swarm), what SwarmSpawner needs instead: POST
+  /services/create with the same checks (and the users' servers kept off managers), GET and
+  DELETE /services/ID for the stack's services, GET /tasks (answered with the stack's tasks
+  only) and GET /nodes (to place servers by free memory).
 
 Everything else is 403 with the reason. Standard library only, so it runs from the hub
 image (python3) as its own service.
@@ -58,6 +62,7 @@ class Policy:
     max_pids: int = 4096
     gpu: bool = False  # the `gpu` environment is offered: NVIDIA GPU requests are allowed
     volume_size: str = ""  # HOSTKIT_USER_DISK_QUOTA: the one driver option a user volume may have
+    swarm: bool = False  # users' servers are Swarm services (HOSTKIT_CLUSTER=swarm)
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Policy:
@@ -74,6 +79,7 @@ class Policy:
             max_pids=int(env.get("HOSTKIT_MAX_PIDS_LIMIT", "4096") or 4096),
             gpu=any(gpu for _image, gpu in offered),
             volume_size=env.get("HOSTKIT_USER_DISK_QUOTA", "").strip(),
+            swarm=env.get("HOSTKIT_CLUSTER", "") == "swarm",
         )
 
     def volume_ok(self, name: str) -> bool:
@@ -128,11 +134,13 @@ CONTAINER_OPS = {
 }
 
 
-def route(method: str, path: str) -> tuple[str, str]:
+def route(method: str, path: str, swarm: bool = False) -> tuple[str, str]:
     """(kind, object) for an allowed endpoint; Refused otherwise.
 
     kind: "pass" (forward as is), "image" (inspect, allowed images only), "create",
-    "container" (an operation on an existing container, which must be the stack's).
+    "container" (an operation on an existing container, which must be the stack's); on a
+    swarm: "service-create", "service" (inspect or remove one of the stack's services),
+    "tasks" (the answer is filtered to the stack's tasks).
     """
     bare = API_VERSION.sub("", urllib.parse.urlsplit(path).path)
     if "%" in bare and not bare.startswith("/images/"):
@@ -148,7 +156,22 @@ def route(method: str, path: str) -> tuple[str, str]:
         return "container", _object_id(parts[1])
     if method == "DELETE" and len(parts) == 2 and parts[0] == "containers":
         return "container", _object_id(parts[1])
+    found = _swarm_route(method, parts) if swarm else None
+    if found:
+        return found
     raise Refused(f"endpoint not allowed: {method} {bare}")
+
+
+def _swarm_route(method: str, parts: list[str]) -> Optional[tuple[str, str]]:
+    if method == "POST" and parts == ["services", "create"]:
+        return "service-create", ""
+    if method in ("GET", "DELETE") and len(parts) == 2 and parts[0] == "services":
+        return "service", _object_id(parts[1])
+    if method == "GET" and parts == ["tasks"]:
+        return "tasks", ""
+    if method == "GET" and (parts == ["nodes"] or (len(parts) == 2 and parts[0] == "nodes")):
+        return "pass", ""
+    return None
 
 
 OBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -246,6 +269,74 @@ def _check_volume_options(options: dict[str, Any], policy: Policy) -> None:
     if given and given != wanted:
         allowed = f" (only size={policy.volume_size})" if policy.volume_size else ""
         raise Refused(f"volume driver options {sorted(given)} are not allowed{allowed}")
+
+
+# Fields of a service's ContainerSpec that reach beyond the user's own server.
+SERVICE_MUST_BE_EMPTY = ("Privileges", "CapabilityAdd", "Sysctls", "Secrets", "Configs", "Ulimits")
+WORKERS_ONLY = "node.role==worker"
+
+
+def check_service_create(body: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """POST /services/create as SwarmSpawner sends it, held to the same rules as a container:
+    the allowed image, the stack's name prefix and network, user volumes only, memory and
+    PID limits, nothing privileged, no published ports, and only on workers (a server on a
+    manager would sit beside the hub and this proxy). The stack's label goes on the service
+    and its containers."""
+    name = str(body.get("Name") or "")
+    if not name.startswith(f"{policy.prefix}-"):
+        raise Refused(f"service name {name!r} does not start with {policy.prefix}-")
+    task = body.get("TaskTemplate") or {}
+    spec = task.get("ContainerSpec") or {}
+    if set(task) - {"ContainerSpec", "Resources", "Networks", "Placement", "RestartPolicy",
+                    "LogDriver", "ForceUpdate"}:
+        raise Refused(f"TaskTemplate fields not allowed: {sorted(set(task) - {'ContainerSpec'})}")
+    if spec.get("Image") not in policy.images:
+        raise Refused(f"image {spec.get('Image')!r} is not allowed (allowed: {sorted(policy.images)})")
+    for key in SERVICE_MUST_BE_EMPTY:
+        if spec.get(key):
+            raise Refused(f"ContainerSpec.{key} is not allowed")
+    _check_service_mounts(spec.get("Mounts") or [], policy)
+    networks = [str(n.get("Target") or "") for n in task.get("Networks") or []]
+    if networks != [policy.network]:
+        raise Refused(f"the service must be on {policy.network!r} only, not {networks}")
+    constraints = [str(c).replace(" ", "") for c in (task.get("Placement") or {}).get("Constraints") or []]
+    if WORKERS_ONLY not in constraints:
+        raise Refused(f"users' servers run on workers only: the constraint {WORKERS_ONLY} is required")
+    limits = (task.get("Resources") or {}).get("Limits") or {}
+    if not int(limits.get("MemoryBytes") or 0) > 0:
+        raise Refused("Resources.Limits.MemoryBytes (a memory limit) is required")
+    pids = int(limits.get("Pids") or 0)
+    if not 0 < pids <= policy.max_pids:
+        raise Refused(f"Resources.Limits.Pids must be between 1 and {policy.max_pids}, not {pids}")
+    if (body.get("EndpointSpec") or {}).get("Ports"):
+        raise Refused("published ports are not allowed")
+    replicas = ((body.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1)
+    if set(body.get("Mode") or {}) - {"Replicated"} or replicas not in (0, 1):
+        raise Refused("one replicated task per server only")
+    labels = {**dict(body.get("Labels") or {}), LABEL: policy.stack}
+    spec_labels = {**dict(spec.get("Labels") or {}), LABEL: policy.stack}
+    return {**body, "Labels": labels,
+            "TaskTemplate": {**task, "ContainerSpec": {**spec, "Labels": spec_labels}}}
+
+
+def _check_service_mounts(mounts: list[dict[str, Any]], policy: Policy) -> None:
+    for mount in mounts:
+        kind, source = mount.get("Type"), str(mount.get("Source") or "")
+        if kind == "tmpfs":
+            continue
+        if kind != "volume" or not policy.volume_ok(source):
+            raise Refused(f"{kind} mount {source!r} is not allowed: only local user volumes "
+                          f"{policy.volume_pattern}")
+        # a volume driver could mount anything (an NFS export, a host path): local volumes,
+        # with at most the site's size limit
+        _check_volume_options(mount.get("VolumeOptions") or {}, policy)
+
+
+def stack_tasks(tasks: list[dict[str, Any]], policy: Policy) -> list[dict[str, Any]]:
+    """Of GET /tasks, the stack's own: other services' specs (their environment) stay unseen."""
+    return [t for t in tasks
+            if (((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}).get(LABEL)
+            == policy.stack]
 
 
 def _only_no_new_privileges(options: list[str]) -> bool:
@@ -475,8 +566,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self._refuse("chunked request bodies are not accepted", 411)
             return
         try:
-            kind, obj = route(self.command, self.path)
             policy, upstream = self.server.policy, self.server.upstream
+            kind, obj = route(self.command, self.path, policy.swarm)
             if kind == "image" and obj not in policy.images:
                 raise Refused(f"image {obj!r} is not allowed")
             if kind == "container":
@@ -487,6 +578,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 labels = (json.loads(data).get("Config") or {}).get("Labels") or {} if status == 200 else {}
                 if labels.get(LABEL) != policy.stack:
                     raise Refused(f"{obj} is not a user container of this stack")
+            if kind in ("service", "tasks", "service-create"):
+                body, answered = self._swarm(kind, obj, body)
+                if answered:
+                    return
             if kind == "create":
                 query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
                 checked = check_create(query, json.loads(body or b"{}"), policy)
@@ -505,6 +600,28 @@ class ProxyHandler(BaseHTTPRequestHandler):
             headers["Content-Length"] = str(len(body))
         status, resp_headers, data = self.server.upstream.request(self.command, self.path, body, headers)
         self._send(status, resp_headers, data)
+
+    def _swarm(self, kind: str, obj: str, body: Optional[bytes]) -> tuple[Optional[bytes], bool]:
+        """The swarm endpoints' checks: (the body to forward, whether it was answered here)."""
+        policy, upstream = self.server.policy, self.server.upstream
+        if kind == "service":
+            status, _, data = upstream.request("GET", f"/services/{urllib.parse.quote(obj)}")
+            if status == 404:
+                self._send(404, [("Content-Type", "application/json")], data)
+                return body, True
+            labels = ((json.loads(data).get("Spec") or {}).get("Labels") or {}) if status == 200 else {}
+            if labels.get(LABEL) != policy.stack:
+                raise Refused(f"{obj} is not a user service of this stack")
+            return body, False
+        if kind == "tasks":
+            status, headers, data = upstream.request("GET", self.path)
+            if status == 200:
+                data = json.dumps(stack_tasks(json.loads(data), policy)).encode()
+            self._send(status, headers, data)
+            return body, True
+        checked = check_service_create(json.loads(body or b"{}"), policy)
+        log.info("creating the service %s", checked.get("Name"))
+        return json.dumps(checked).encode(), False
 
     do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = _handle
 
@@ -532,8 +649,12 @@ def main() -> int:
         upstream,
         policy,
         parse_ports(env.get("HOSTKIT_HOST_PORTS", "")),
-        enabled=env.get("HOSTKIT_ISOLATE_USERS", "1") != "0",
+        # The guard filters a Docker bridge on this host; on a swarm the users' servers are on
+        # an overlay across the workers, which it cannot see (see README, "Several servers").
+        enabled=env.get("HOSTKIT_ISOLATE_USERS", "1") != "0" and not policy.swarm,
     )
+    if policy.swarm:
+        log.warning("swarm: the users' network guard does not apply to the overlay network")
     keeper.refresh()
     threading.Thread(target=keeper.loop, daemon=True).start()
     path = env.get("HOSTKIT_PROXY_SOCKET", "/run/hostkit-docker/docker.sock")

@@ -314,6 +314,14 @@ import hostkit_profiles  # noqa: E402 - needs the path above
 
 hostkit_profiles.configure(c)
 
+# ---- several servers (Docker Swarm) ------------------------------------------------------
+# HOSTKIT_CLUSTER=swarm: users' servers run as services on the workers (hostkit_swarm.py,
+# mounted by docker-compose.swarm.yml); nginx and the hub stay on this host.
+if env("HOSTKIT_CLUSTER", "") == "swarm":
+    import hostkit_swarm  # beside this file, like hostkit_profiles
+
+    hostkit_swarm.configure(c, env)
+
 # ---- the admin's additions -----------------------------------------------------------
 CONFIG_D = env("HOSTKIT_CONFIG_D", "/srv/jupyterhub/jupyterhub_config.d")
 if os.path.isdir(CONFIG_D):

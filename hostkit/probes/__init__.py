@@ -30,6 +30,7 @@ def _load() -> None:
     # importing the modules registers their probes
     from hostkit.probes import (  # noqa: F401
         backup,
+        cluster,
         containers,
         daemon,
         docker_engine,

@@ -60,15 +60,7 @@ def box() -> Iterator[Box]:
         b.install_hostkit()
         b.seed_docker_content()
         for image in IMAGES.values():
-            save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-            subprocess.run(
-                ["docker", "exec", "-i", b.name, "docker", "load", "-q"],
-                stdin=save.stdout,
-                check=True,
-                capture_output=True,
-                timeout=1800,
-            )
-            save.wait()
+            b.load_image(image)
         yield b
     finally:
         if not os.environ.get("HOSTKIT_KEEP_BOX"):

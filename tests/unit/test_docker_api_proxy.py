@@ -247,3 +247,117 @@ def test_a_user_volume_may_carry_only_the_size_limit_the_site_set() -> None:
     with pytest.raises(proxy.Refused, match="not allowed"):  # no quota set: no options at all
         proxy.check_create({"name": "hk1-alice"}, _spawner_body(Mounts=[mount({"size": "10G"})]), POLICY)
     assert proxy.Policy.from_env({"HOSTKIT_USER_DISK_QUOTA": "10G"}).volume_size == "10G"
+
+
+# ---- on a Docker Swarm (HOSTKIT_CLUSTER=swarm): SwarmSpawner's services -------------------------
+SWARM = proxy.Policy(
+    stack="hk1", network="hk1-net", prefix="hk1", volume_pattern="hk1-user-{username}",
+    images=frozenset({"hostkit/singleuser:full"}), swarm=True,
+)
+
+
+def _service_body(**task: Any) -> dict[str, Any]:
+    """What hostkit's SwarmSpawner (DockerSpawner 14, docker-py 7) sends to POST /services/create."""
+    template = {
+        "ContainerSpec": {
+            "Image": "hostkit/singleuser:full",
+            "Args": ["start-notebook.sh"],
+            "Env": ["JUPYTERHUB_API_TOKEN=x"],
+            "Mounts": [{"Target": "/home/jovyan/work", "Source": "hk1-user-alice", "Type": "volume",
+                        "ReadOnly": False}],
+        },
+        "Resources": {"Limits": {"NanoCPUs": 2_000_000_000, "MemoryBytes": 4 * 1024**3, "Pids": 1024}},
+        "Networks": [{"Target": "hk1-net"}],
+        "Placement": {"Constraints": ["node.role==worker", "node.id==abc123"]},
+        **task,
+    }
+    return {"Name": "hk1-alice", "TaskTemplate": template, "EndpointSpec": {"Mode": "dnsrr"},
+            "Labels": {"x": "1"}}
+
+
+def test_a_swarm_spawners_service_is_forwarded_with_the_stack_label_on_it_and_its_tasks() -> None:
+    body = proxy.check_service_create(_service_body(), SWARM)
+    assert body["Labels"] == {"x": "1", proxy.LABEL: "hk1"}
+    assert body["TaskTemplate"]["ContainerSpec"]["Labels"] == {proxy.LABEL: "hk1"}
+    assert body["TaskTemplate"]["Placement"]["Constraints"][0] == "node.role==worker"
+
+
+def _with_spec(**spec: Any) -> dict[str, Any]:
+    body = _service_body()
+    body["TaskTemplate"]["ContainerSpec"].update(spec)
+    return body
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (_with_spec(Privileges={"CredentialSpec": None, "SELinuxContext": {"Disable": True}}), "Privileges"),
+    (_with_spec(CapabilityAdd=["SYS_ADMIN"]), "CapabilityAdd"),
+    (_with_spec(Secrets=[{"SecretName": "hub"}]), "Secrets"),
+    (_with_spec(Sysctls={"net.ipv4.ip_forward": "1"}), "Sysctls"),
+    (_with_spec(Image="alpine"), "image 'alpine'"),
+    (_with_spec(Mounts=[{"Target": "/host", "Source": "/", "Type": "bind"}]), "bind mount '/'"),
+    (_with_spec(Mounts=[{"Target": "/d", "Source": "hk1-hub-data", "Type": "volume"}]), "hk1-hub-data"),
+    (_with_spec(Mounts=[{"Target": "/d", "Source": "hk1-user-bob", "Type": "volume",
+                         "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {
+                             "type": "none", "o": "bind", "device": "/etc"}}}}]), "driver options"),
+    (_service_body(Networks=[{"Target": "host"}]), "'hk1-net' only"),
+    (_service_body(Networks=[{"Target": "hk1-net"}, {"Target": "ingress"}]), "'hk1-net' only"),
+    (_service_body(Placement={"Constraints": ["node.role==manager"]}), "node.role==worker"),
+    (_service_body(Placement={}), "node.role==worker"),
+    (_service_body(Resources={"Limits": {"Pids": 10}}), "MemoryBytes"),
+    (_service_body(Resources={"Limits": {"MemoryBytes": 1024**3}}), "Pids"),
+    (_service_body(Resources={"Limits": {"MemoryBytes": 1024**3, "Pids": 99999}}), "Pids"),
+    (_service_body(Runtime="plugin"), "TaskTemplate fields"),
+    (_service_body(PluginSpec={"Name": "evil"}), "TaskTemplate fields"),
+    ({**_service_body(), "Name": "other-alice"}, "does not start with hk1-"),
+    ({**_service_body(), "EndpointSpec": {"Ports": [{"TargetPort": 8888, "PublishedPort": 80}]}},
+     "published ports"),
+    ({**_service_body(), "Mode": {"Global": {}}}, "one replicated task"),
+    ({**_service_body(), "Mode": {"Replicated": {"Replicas": 5}}}, "one replicated task"),
+])
+def test_services_that_reach_the_host_or_the_manager_are_refused(body: dict[str, Any], reason: str) -> None:
+    with pytest.raises(proxy.Refused, match=reason):
+        proxy.check_service_create(body, SWARM)
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    ("POST", "/v1.41/services/create", ("service-create", "")),
+    ("GET", "/v1.41/services/hk1-alice?insertDefaults=false", ("service", "hk1-alice")),
+    ("DELETE", "/v1.41/services/x1y2z3", ("service", "x1y2z3")),
+    ("GET", "/v1.41/tasks?filters=%7B%22service%22%3A+%5B%22hk1-alice%22%5D%7D", ("tasks", "")),
+    ("GET", "/v1.41/nodes?filters=%7B%22role%22%3A+%5B%22worker%22%5D%7D", ("pass", "")),
+    ("GET", "/v1.41/nodes/abc123", ("pass", "")),
+])
+def test_the_endpoints_swarmspawner_needs_are_routed_on_a_swarm_only(
+    method: str, path: str, expected: tuple[str, str]
+) -> None:
+    assert proxy.route(method, path, swarm=True) == expected
+    with pytest.raises(proxy.Refused, match="endpoint not allowed"):
+        proxy.route(method, path)
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/v1.41/services/hk1-alice/update"),
+    ("GET", "/v1.41/services"),
+    ("GET", "/v1.41/swarm"),  # the join tokens
+    ("POST", "/v1.41/swarm/join"),
+    ("POST", "/v1.41/nodes/abc/update"),
+    ("DELETE", "/v1.41/nodes/abc"),
+    ("GET", "/v1.41/secrets"),
+    ("POST", "/v1.41/configs/create"),
+    ("GET", "/v1.41/tasks/abc/logs"),
+])
+def test_other_swarm_endpoints_are_refused(method: str, path: str) -> None:
+    with pytest.raises(proxy.Refused):
+        proxy.route(method, path, swarm=True)
+
+
+def test_the_hub_sees_only_the_stacks_tasks() -> None:
+    ours = {"ID": "t1", "Spec": {"ContainerSpec": {"Labels": {proxy.LABEL: "hk1"}}}}
+    theirs = {"ID": "t2", "Spec": {"ContainerSpec": {"Env": ["DB_PASSWORD=secret"]}}}
+    other_stack = {"ID": "t3", "Spec": {"ContainerSpec": {"Labels": {proxy.LABEL: "hk2"}}}}
+    assert proxy.stack_tasks([ours, theirs, other_stack], SWARM) == [ours]
+
+
+def test_the_swarm_policy_comes_from_the_cluster_setting() -> None:
+    assert proxy.Policy.from_env({"HOSTKIT_CLUSTER": "swarm"}).swarm
+    assert not proxy.Policy.from_env({}).swarm

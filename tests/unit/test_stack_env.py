@@ -65,11 +65,46 @@ def test_commands_on_a_directory_without_a_stack_say_so(tmp_path: Path) -> None:
 def test_install_files_copies_the_stack_and_reports_only_changes(tmp_path: Path) -> None:
     host = FakeHost(tmp_path)
     s = stack_mod.Stack(host, "/opt/hostkit")
-    assert len(s.install_files()) == 5  # two compose files, hub config, its profiles module, nginx.conf
+    # two compose files (the plain-HTTP one is read only with HOSTKIT_HTTP_PORT), hub config,
+    # its profiles module, nginx.conf, and the swarm's compose override and spawner (read only
+    # with HOSTKIT_CLUSTER=swarm)
+    assert len(s.install_files()) == 7
     assert s.install_files() == []
     host.path("/opt/hostkit/nginx.conf").write_text("edited")
     assert s.install_files() == ["/opt/hostkit/nginx.conf"]
     assert host.glob("/opt/hostkit", "nginx.conf.hostkit-*.bak")
+
+
+def test_compose_reads_the_swarm_file_only_on_a_swarm(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    s = stack_mod.Stack(host, "/opt/hostkit", _compose=["docker-compose"])
+    s.write_env({})
+    files = [a for a in s.compose_cmd() if a.endswith(".yml")]
+    assert [Path(f).name for f in files] == ["docker-compose.yml"]
+    s.write_env({"HOSTKIT_CLUSTER": "swarm"})
+    files = [a for a in s.compose_cmd() if a.endswith(".yml")]
+    assert [Path(f).name for f in files] == ["docker-compose.yml", "docker-compose.swarm.yml"]
+    s.write_env({"HOSTKIT_CLUSTER": "kubernetes"})
+    with pytest.raises(UsageError, match="HOSTKIT_CLUSTER=kubernetes"):
+        s.compose_cmd()
+
+
+def test_down_on_a_swarm_removes_the_users_services_too(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path, {
+        ("docker", "ps", "-a", "--filter", "name=^jupyter-", "--format", "{{json .}}"): "",
+        ("docker", "service", "ls", "--filter", "label=org.hostkit.stack=hostkit", "--format",
+         "{{.Name}}"): "jupyter-alice\njupyter-bob\n",
+        ("docker", "service", "rm", "jupyter-alice", "jupyter-bob"): "",
+    }, binaries=("docker", "docker-compose"))
+    s = stack_mod.Stack(host, "/opt/hostkit", _compose=["docker-compose"])
+    s.write_env({"HOSTKIT_CLUSTER": "swarm"})
+    host.commands[(*s.compose_cmd(), "down", "--remove-orphans")] = ""
+    assert s.down() == ["jupyter-alice", "jupyter-bob"]
+    assert host.calls[-1][-2:] == ("down", "--remove-orphans")
+    s.write_env({"HOSTKIT_CLUSTER": ""})
+    host.commands[(*s.compose_cmd(), "down", "--remove-orphans")] = ""
+    assert s.down() == []
+    assert not any(c[:3] == ("docker", "service", "ls") for c in host.calls[-3:])
 
 
 def test_detect_compose_prefers_v2_then_v1(tmp_path: Path) -> None:

@@ -45,15 +45,18 @@ def sh(argv: list[str], *, check: bool = True, timeout: float = 600,
 
 
 @contextmanager
-def running_box(prefix: str, *, seed: bool = False) -> Iterator[Box]:
+def running_box(prefix: str, *, seed: bool = False, network: str = "",
+                hostname: str = "hostkit-box") -> Iterator[Box]:
     """A booted box with this tree's hostkit installed (and the seed content if asked),
-    removed afterwards unless HOSTKIT_KEEP_BOX is set: what a test module's fixture yields."""
+    removed afterwards unless HOSTKIT_KEEP_BOX is set: what a test module's fixture yields.
+
+    Boxes given the same user-defined `network` reach each other (several servers)."""
     import pytest
 
     if os.geteuid() != 0:
         pytest.skip("needs root and a local dockerd")
     build_image()
-    box = Box(f"{prefix}-{os.getpid()}")
+    box = Box(f"{prefix}-{os.getpid()}", network=network, hostname=hostname)
     box.start()
     try:
         box.install_hostkit()
@@ -75,14 +78,17 @@ def build_image() -> float:
 class Box:
     """One running box container with its own dockerd and firewalld."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, network: str = "", hostname: str = "hostkit-box") -> None:
         self.name = name
+        self.network = network
+        self.hostname = hostname
         # Docker's roots must be on volumes: overlay2 cannot run on the box's overlay root.
         self.volumes = [f"{name}-varlib", f"{name}-srv"]
 
     def start(self) -> None:
         sh(["docker", "rm", "-f", self.name], check=False)
-        sh(["docker", "run", "-d", "--name", self.name, "--hostname", "hostkit-box",
+        on_network = ["--network", self.network] if self.network else []
+        sh(["docker", "run", "-d", "--name", self.name, "--hostname", self.hostname, *on_network,
             *RUN_FLAGS, "-v", f"{self.volumes[0]}:/var/lib", "-v", f"{self.volumes[1]}:/srv",
             IMAGE])
         deadline = time.monotonic() + 120
@@ -139,6 +145,21 @@ class Box:
     def volume_checksum(self) -> str:
         return self.sh("docker run --rm -v hkdata:/data hostkit-tiny:1 sh -c "
                        "'cd /data && find . -type f | sort | xargs sha256sum'").stdout
+
+    def address(self) -> str:
+        """The box's address on its network, as this machine and the other boxes reach it."""
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        return sh(["docker", "inspect", "-f", fmt, self.name]).stdout.split()[0]
+
+    def load_image(self, image: str) -> float:
+        """`docker save | docker load` from this machine into the box; seconds taken."""
+        start = time.monotonic()
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "exec", "-i", self.name, "docker", "load", "-q"],
+                       stdin=save.stdout, check=True, capture_output=True, timeout=1800)
+        if save.wait() != 0:
+            raise AssertionError(f"docker save {image} failed")
+        return time.monotonic() - start
 
     def docker_root(self) -> str:
         return self.sh("docker info --format '{{.DockerRootDir}}'").stdout.strip()

@@ -1,0 +1,150 @@
+"""The hub's spawner on a Docker Swarm (HOSTKIT_CLUSTER=swarm): users' servers on the workers.
+
+DockerSpawner's SwarmSpawner runs each server as a one-task service. hostkit's subclass:
+
+- places a user's first server on the ready worker with the most memory not yet committed
+  to users' servers (node memory minus the limits of the stack's running tasks there), and
+  pins every later server to that node: the user's files are a local volume there. Swarm's
+  own placement only spreads tasks by count; it knows nothing of the volumes.
+- when the pinned node is down (or drained), the spawn fails with a message that says so,
+  instead of starting the user on an empty volume elsewhere; a running server whose node
+  went down counts as stopped (Swarm would keep it "pending" for ever). A node taken out of the swarm
+  (`hostkit cluster remove`) no longer pins anyone: the next server goes to another worker.
+- mounts the user's volume as a named volume (SwarmSpawner's own mounts are host binds);
+- keeps the single-host limits: memory, CPU, and a PID limit (the Resources type of
+  docker-py has no field for it, so it is added to the request on its way out).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docker.errors import APIError
+from docker.types import Mount
+from dockerspawner import SwarmSpawner
+from traitlets import Integer, Unicode
+
+
+class NodeUnavailable(RuntimeError):
+    """The node holding the user's files cannot run their server now."""
+
+
+def pick_node(nodes: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ready, active worker with the most memory left by the limits of running tasks."""
+    committed: dict[str, int] = {}
+    for task in tasks:
+        if task.get("DesiredState") != "running":
+            continue
+        limits = ((task.get("Spec") or {}).get("Resources") or {}).get("Limits") or {}
+        node = str(task.get("NodeID") or "")
+        committed[node] = committed.get(node, 0) + int(limits.get("MemoryBytes") or 0)
+    ready = [
+        n for n in nodes
+        if (n.get("Spec") or {}).get("Role") == "worker"
+        and (n.get("Spec") or {}).get("Availability") == "active"
+        and (n.get("Status") or {}).get("State") == "ready"
+    ]
+    if not ready:
+        raise NodeUnavailable("no worker is ready to run a server; ask your administrator")
+
+    def free(node: dict[str, Any]) -> tuple[int, str]:
+        total = int(((node.get("Description") or {}).get("Resources") or {}).get("MemoryBytes") or 0)
+        return total - committed.get(str(node["ID"]), 0), str(node["ID"])
+
+    return max(ready, key=free)
+
+
+def node_name(node: dict[str, Any]) -> str:
+    return str((node.get("Description") or {}).get("Hostname") or node.get("ID", "?"))
+
+
+class HostkitSwarmSpawner(SwarmSpawner):  # type: ignore[misc]
+    """SwarmSpawner with volume-pinned placement, named volumes and a PID limit."""
+
+    node_id = Unicode("", help="The node holding this user's volume (kept in the hub's state).")
+    pids_limit = Integer(1024, config=True, help="PID limit of a user's server.")
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.node_id = str(state.get("node_id") or "")
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self.node_id:  # kept across stops (clear_state leaves it): the files stay there
+            state["node_id"] = self.node_id
+        return state
+
+    @property
+    def mounts(self) -> list[Mount]:
+        return [
+            Mount(target=vol["bind"], source=source, type="volume", read_only=vol["mode"] == "ro")
+            for source, vol in self.volume_binds.items()
+        ]
+
+    async def choose_node(self) -> str:
+        """The node for this server: the pinned one, else the freest worker (then pinned)."""
+        if self.node_id:
+            try:
+                node = await self.docker("inspect_node", self.node_id)
+            except APIError as exc:
+                if exc.response is None or exc.response.status_code != 404:
+                    raise
+                self.log.warning("node %s of %s is gone from the swarm: placing anew",
+                                 self.node_id, self.user.name)
+                self.node_id = ""
+            else:
+                state = (node.get("Status") or {}).get("State")
+                availability = (node.get("Spec") or {}).get("Availability")
+                if state != "ready" or availability != "active":
+                    raise NodeUnavailable(
+                        f"Your files are on server {node_name(node)}, which is "
+                        f"{state if state != 'ready' else availability}. Your server can start "
+                        "again when it is back; ask your administrator.")
+                return self.node_id
+        nodes = await self.docker("nodes", filters={"role": "worker"})
+        tasks = await self.docker("tasks", filters={"desired-state": "running"})
+        node = pick_node(nodes, tasks)
+        self.node_id = str(node["ID"])
+        self.log.info("placing %s on %s", self.user.name, node_name(node))
+        return self.node_id
+
+    async def poll(self) -> Any:
+        """SwarmSpawner's poll, and: a server whose node is down counts as stopped.
+
+        Swarm keeps a pinned task of a lost node "pending", which SwarmSpawner takes for
+        running: the user would get proxy errors for ever. Stopped, their next start says
+        where their files are."""
+        status = await super().poll()
+        if status is not None or not self.node_id:
+            return status
+        try:
+            node = await self.docker("inspect_node", self.node_id)
+        except APIError as exc:
+            return f"node {self.node_id} is gone: {exc}"
+        state = (node.get("Status") or {}).get("State")
+        if state != "ready":
+            self.log.warning("%s's server is on %s, which is %s", self.user.name, node_name(node), state)
+            return f"node {node_name(node)} is {state}"
+        return None
+
+    async def create_object(self) -> Any:
+        node_id = await self.choose_node()
+        self.extra_placement_spec = {"constraints": ["node.role==worker", f"node.id=={node_id}"]}
+        return await super().create_object()
+
+    def _docker(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "create_service":
+            resources = kwargs["task_template"].setdefault("Resources", {})
+            resources.setdefault("Limits", {})["Pids"] = int(self.pids_limit)
+        return super()._docker(method, *args, **kwargs)
+
+
+def configure(c: Any, env: Any) -> None:
+    """The hub's settings on a swarm; `env(name, default)` reads the stack's settings."""
+    c.JupyterHub.spawner_class = HostkitSwarmSpawner
+    # Services answer on their task's address (DNS round robin), not a virtual IP: a VIP
+    # needs IPVS in the kernel, and without it the name resolves but nothing answers.
+    c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}
+    c.HostkitSwarmSpawner.pids_limit = int(env("HOSTKIT_PIDS_LIMIT", "1024"))
+    # the single-user image is copied to the workers by `hostkit cluster sync-images`
+    c.SwarmSpawner.pull_policy = "skip"

@@ -1,0 +1,310 @@
+"""Several servers as one Docker Swarm, for real: three systemd boxes (a manager, two
+workers), each with its own dockerd and firewalld, on one user-defined bridge network.
+
+Everything goes through hostkit: `cluster init` / `join` (firewalld rich rules, the swarm,
+the overlay network), `cluster sync-images` (the single-user image streamed from the
+manager over ssh), `stack up --set HOSTKIT_CLUSTER=swarm` on the manager (the hub with this
+tree's docker-api proxy), then users whose servers land on workers and run a kernel through
+nginx on the manager, `cluster status`, the doctor, and `cluster remove`.
+
+The tests share the cluster and run in file order. The overlay is not encrypted here: this
+machine's kernel has no ESP (CONFIG_INET_ESP), so IPsec between the boxes cannot work.
+Images: the hub and nginx as `hostkit stack build` made them, the single-user image is
+HOSTKIT_CLUSTER_TEST_IMAGE (default the 1.9 GB notebook base: it runs the same
+jupyterhub-singleuser, and the 3.6 GB full image only makes the copies slower).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "box"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from boxlib import REPO, Box, running_box, sh
+from stack_support import Deployment, HubUser
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TIMINGS: dict[str, float] = {}
+NOTEBOOK_IMAGE = os.environ.get("HOSTKIT_CLUSTER_TEST_IMAGE", "hostkit/notebook-base:bookworm")
+PORT = 9090
+ADMIN_PASSWORD = "Admin-cluster-" + hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:10]
+
+
+def _versions() -> dict[str, str]:
+    from hostkit.images import parse_versions, stack_assets_dir
+
+    return parse_versions((stack_assets_dir() / "versions.env").read_text())
+
+
+def _hub_image_with_this_trees_scripts() -> str:
+    """The built hub image with this tree's docker-api proxy and hubctl on top (one COPY
+    layer, under a test tag: the shared tag is left as it is)."""
+    base = f"hostkit/jupyterhub:{_versions()['JUPYTERHUB_VERSION']}"
+    scripts = ("hostkit_dockerproxy.py", "hostkit_hubctl.py")
+    digest = hashlib.sha256(b"".join((REPO / "stack" / s).read_bytes() for s in scripts)).hexdigest()[:12]
+    tag = f"hostkit-test/jupyterhub-cluster:{digest}"
+    dockerfile = f"FROM {base}\nCOPY {' '.join(scripts)} /srv/hostkit/\n"
+    sh(["flock", "/tmp/hostkit-build.lock", "docker", "build", "-q", "-t", tag, "-f", "-",
+        str(REPO / "stack")], input_bytes=dockerfile.encode(), timeout=600)
+    return tag
+
+
+@dataclass
+class Cluster:
+    manager: Box
+    workers: list[Box]
+    images: dict[str, str]
+    users: dict[str, HubUser] = field(default_factory=dict)
+
+    @property
+    def boxes(self) -> list[Box]:
+        return [self.manager, *self.workers]
+
+    def hostkit(self, args: str, *, check: bool = True,
+                timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        return self.manager.sh(f"hostkit {args}", check=check, timeout=timeout)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        nodes = json.loads(self.hostkit("cluster status --format json").stdout)["nodes"]
+        return {str(n["hostname"]): n for n in nodes}
+
+
+def _join_command(init_output: str) -> str:
+    for line in init_output.splitlines():
+        if line.strip().startswith("hostkit cluster join "):
+            return line.strip()
+    raise AssertionError(f"no join command in:\n{init_output}")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root and a local dockerd")
+    v = _versions()
+    images = {"HOSTKIT_HUB_IMAGE": _hub_image_with_this_trees_scripts(),
+              "HOSTKIT_NGINX_IMAGE": f"hostkit/nginx:{v['DEBIAN_SUITE']}",
+              "HOSTKIT_NOTEBOOK_IMAGE": NOTEBOOK_IMAGE}
+    network = f"hostkit-cluster-{os.getpid()}"
+    sh(["docker", "network", "create", network])
+    try:
+        with contextlib.ExitStack() as stack:
+            start = time.monotonic()
+            manager = stack.enter_context(running_box("hostkit-cl-manager", network=network,
+                                                      hostname="manager"))
+            workers = [stack.enter_context(running_box(f"hostkit-cl-{name}", network=network,
+                                                       hostname=name))
+                       for name in ("worker1", "worker2")]
+            TIMINGS["three_boxes_s"] = time.monotonic() - start
+            for image in images.values():
+                TIMINGS[f"load_into_manager:{image}"] = manager.load_image(image)
+            # the manager logs in to the workers with a key, as an admin sets it up
+            manager.sh("mkdir -p /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519")
+            key = manager.sh("cat /root/.ssh/id_ed25519.pub").stdout.strip()
+            for w in workers:
+                w.sh(f"mkdir -p /root/.ssh && echo '{key}' >> /root/.ssh/authorized_keys && "
+                     "chmod 600 /root/.ssh/authorized_keys && systemctl start ssh")
+            yield Cluster(manager, workers, images)
+    finally:
+        print("\nTIMINGS", json.dumps(TIMINGS, indent=1))
+        if not os.environ.get("HOSTKIT_KEEP_BOX"):
+            sh(["docker", "network", "rm", network], check=False)
+
+
+def test_init_and_join_through_hostkit_open_the_swarm_ports_to_the_cluster_only(cluster: Cluster) -> None:
+    addrs = [b.address() for b in cluster.boxes]
+    peers = " ".join(f"--peer {a}" for a in addrs)
+    # before: firewalld rejects the swarm port, as on a fresh server
+    refused = cluster.workers[0].sh(f"docker swarm join --token SWMTKN-1-x {addrs[0]}:2377", check=False)
+    assert refused.returncode != 0
+    init = cluster.hostkit(f"cluster init --advertise-addr {addrs[0]} {peers} --no-encrypt")
+    join = _join_command(init.stdout)
+    assert "--peer" in join
+    for w in cluster.workers:
+        res = w.sh(join, check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+    rules = cluster.workers[1].sh("firewall-cmd --list-rich-rules").stdout
+    assert f'source address="{addrs[0]}" port port="2377" protocol="tcp" accept' in rules
+    assert f'source address="{addrs[2]}" port port="4789" protocol="udp" accept' in rules
+    # only the cluster's addresses: no port opened to everyone
+    assert "7946" not in cluster.workers[1].sh("firewall-cmd --list-ports").stdout
+    again = cluster.hostkit(f"cluster init --advertise-addr {addrs[0]} {peers} --no-encrypt")
+    assert "changed=0" in again.stdout
+    nodes = cluster.status()
+    assert {h: (n["role"], n["state"]) for h, n in nodes.items()} == {
+        "manager": ("manager", "ready"), "worker1": ("worker", "ready"), "worker2": ("worker", "ready")}
+
+
+def test_sync_images_streams_the_single_user_image_to_every_worker(cluster: Cluster) -> None:
+    start = time.monotonic()
+    res = cluster.hostkit(f"cluster sync-images --image {NOTEBOOK_IMAGE}")
+    TIMINGS["sync_images_two_workers_s"] = time.monotonic() - start
+    assert "changed=2" in res.stdout, res.stdout
+    assert " GB" in res.stdout  # progress
+    want = cluster.manager.sh(f"docker image inspect -f '{{{{.Id}}}}' {NOTEBOOK_IMAGE}").stdout
+    for w in cluster.workers:
+        assert w.sh(f"docker image inspect -f '{{{{.Id}}}}' {NOTEBOOK_IMAGE}").stdout == want
+    assert "changed=0" in cluster.hostkit(f"cluster sync-images --image {NOTEBOOK_IMAGE}").stdout
+
+
+def test_the_stack_on_the_swarm_puts_users_on_workers_and_runs_a_kernel_through_nginx(
+    cluster: Cluster,
+) -> None:
+    sets = " ".join(f"--set {k}={v}" for k, v in cluster.images.items())
+    start = time.monotonic()
+    res = cluster.manager.sh(
+        f"HOSTKIT_ADMIN_PASSWORD={ADMIN_PASSWORD} hostkit stack up --no-build --port {PORT} "
+        f"--hostname manager --set HOSTKIT_CLUSTER=swarm --set HOSTKIT_MEM_LIMIT=1G "
+        f"--set HOSTKIT_CPU_LIMIT=1 --set HOSTKIT_CERT_RENEWAL=off {sets}", check=False, timeout=900)
+    TIMINGS["stack_up_s"] = time.monotonic() - start
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # nginx and the hub on the manager, on the overlay
+    ps = cluster.manager.sh("docker ps --format '{{.Names}} {{.Networks}}'").stdout
+    assert "hostkit-jupyterhub" in ps
+    dep = Deployment(Path("/nonexistent"), PORT, "jupyter", ADMIN_PASSWORD,
+                     base_url=f"https://{cluster.manager.address()}:{PORT}")
+    for name in ("alice", "bob"):
+        password = f"{name}-Secret-{os.getpid()}"
+        cluster.hostkit(f"users create {name} --password {password}")
+        user = HubUser(dep, name, password)
+        assert user.login()
+        start = time.monotonic()
+        user.start_server(timeout=600)
+        TIMINGS[f"spawn_{name}_s"] = time.monotonic() - start
+        cluster.users[name] = user
+    placed = {h: n["servers"] for h, n in cluster.status().items()}
+    assert placed["manager"] == []
+    # the second user goes to the other worker: it has the most uncommitted memory
+    assert sorted(placed["worker1"] + placed["worker2"]) == ["jupyter-alice", "jupyter-bob"]
+    assert placed["worker1"]
+    assert placed["worker2"]
+    for name, user in cluster.users.items():
+        assert user.run_code("1+1", user.token()) == "2", name
+    # the user's server is a service task on a worker, with the single-host limits
+    spec = json.loads(cluster.manager.sh("docker service inspect jupyter-alice").stdout)[0]["Spec"]
+    limits = spec["TaskTemplate"]["Resources"]["Limits"]
+    assert limits["MemoryBytes"] == 2**30
+    assert limits["Pids"] == 1024
+    assert spec["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["Type"] == "volume"
+
+
+def test_the_proxy_refuses_a_service_on_the_manager_or_with_host_mounts(cluster: Cluster) -> None:
+    """What a compromised hub could ask, asked through the hub's own socket."""
+    hub = cluster.manager.sh(
+        "docker ps -q --filter label=com.docker.compose.service=jupyterhub").stdout.strip()
+    script = (
+        "import json,http.client,socket\n"
+        "class C(http.client.HTTPConnection):\n"
+        "    def connect(self):\n"
+        "        self.sock=socket.socket(socket.AF_UNIX)\n"
+        "        self.sock.connect('/run/hostkit-docker/docker.sock')\n"
+        "def ask(body):\n"
+        "    c=C('x'); c.request('POST','/v1.41/services/create',json.dumps(body),"
+        "{'Content-Type':'application/json'}); r=c.getresponse()\n"
+        "    return r.status, json.loads(r.read())['message']\n"
+        "spec={'Image':'" + NOTEBOOK_IMAGE + "'}\n"
+        "base={'Name':'jupyter-evil','TaskTemplate':{'ContainerSpec':spec,'Networks':[{'Target':"
+        "'hostkit-jupyterhub'}],'Resources':{'Limits':{'MemoryBytes':1000000000,'Pids':100}},"
+        "'Placement':{'Constraints':['node.role==manager']}}}\n"
+        "print(*ask(base))\n"
+        "base['TaskTemplate']['Placement']['Constraints']=['node.role==worker']\n"
+        "spec['Mounts']=[{'Type':'bind','Source':'/','Target':'/host'}]\n"
+        "print(*ask(base))\n"
+        "c=C('x'); c.request('GET','/v1.41/swarm'); print(c.getresponse().status)\n"
+    )
+    out = cluster.manager.sh(f"docker exec -i {hub} python3 - <<'EOF'\n{script}EOF").stdout.splitlines()
+    assert out[0].startswith("403 ")
+    assert "node.role==worker" in out[0]
+    assert out[1].startswith("403 ")
+    assert "bind mount '/'" in out[1]
+    assert out[2] == "403"
+    assert "jupyter-evil" not in cluster.manager.sh("docker service ls").stdout
+
+
+def test_the_doctor_passes_on_the_cluster_and_names_node_and_port_when_one_is_closed(
+    cluster: Cluster,
+) -> None:
+    def doctor() -> dict[str, dict[str, str]]:
+        res = cluster.hostkit("doctor --format json --only cluster", check=False, timeout=300)
+        return {c["id"]: c for c in json.loads(res.stdout)["checks"]}
+
+    checks = doctor()
+    assert {k: v["status"] for k, v in checks.items()} == {
+        "cluster.ports": "pass", "cluster.clocks": "pass", "cluster.images": "pass"}, checks
+    worker2 = cluster.workers[1]
+    rule = (f'rule family="ipv4" source address="{cluster.manager.address()}" '
+            'port port="7946" protocol="tcp" accept')
+    worker2.sh(f"firewall-cmd --remove-rich-rule='{rule}'")
+    try:
+        closed = doctor()["cluster.ports"]
+        assert closed["status"] == "fail"
+        assert f"worker2 ({worker2.address()}): 7946/tcp closed" in closed["summary"]
+        assert "worker1" not in closed["summary"]
+    finally:
+        worker2.sh(f"firewall-cmd --add-rich-rule='{rule}'")
+    # on a worker the cluster checks have nothing to say
+    res = cluster.workers[0].sh("hostkit doctor --format json --only cluster", check=False)
+    assert {c["status"] for c in json.loads(res.stdout)["checks"]} == {"skip"}
+
+
+def _wait_node(cluster: Cluster, hostname: str, state: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while cluster.status()[hostname]["state"] != state:
+        assert time.monotonic() < deadline, f"{hostname} did not become {state}"
+        time.sleep(3)
+
+
+def test_a_worker_that_goes_down_leaves_the_others_alone_and_its_users_are_told(cluster: Cluster) -> None:
+    placed = {h: n["servers"] for h, n in cluster.status().items()}
+    (server,) = placed["worker1"]
+    name = server.removeprefix("jupyter-")
+    other = next(n for n in cluster.users if n != name)
+    user, bystander = cluster.users[name], cluster.users[other]
+    assert user.run_code("import pathlib; pathlib.Path('/home/jovyan/work/kept.txt').write_text('mine')",
+                         user.token()) == "4"
+    worker1 = cluster.workers[0]
+    worker1.sh("systemctl stop docker.socket docker.service")
+    try:
+        _wait_node(cluster, "worker1", "down")
+        user.wait_stopped(timeout=240)  # the hub's next poll finds its node down
+        assert bystander.run_code("2+3", bystander.token()) == "5"
+        refused = user.api("POST", f"/users/{name}/server")
+        assert refused.status_code >= 400, refused.text
+        assert "Your files are on server worker1, which is down" in refused.text
+    finally:
+        worker1.sh("systemctl reset-failed docker.service docker.socket; systemctl start docker")
+    _wait_node(cluster, "worker1", "ready")
+    user.start_server(timeout=600)
+    assert cluster.status()["worker1"]["servers"] == [server]
+    assert user.run_code("open('/home/jovyan/work/kept.txt').read()", user.token()) == "'mine'"
+
+
+def test_remove_drains_a_worker_and_its_user_starts_again_on_the_other(cluster: Cluster) -> None:
+    placed = {h: n["servers"] for h, n in cluster.status().items()}
+    gone = "worker1"
+    (server,) = placed[gone]
+    name = server.removeprefix("jupyter-")
+    other = next(n for n in cluster.users if n != name)
+    res = cluster.hostkit(f"cluster remove {gone}")
+    assert "removed from the swarm" in res.stdout
+    assert gone not in cluster.status()
+    moved, stayed = cluster.users[name], cluster.users[other]
+    moved.wait_stopped(timeout=180)  # the hub notices its server is gone
+    # the other user was not disturbed
+    assert stayed.server_state()["servers"][""]["ready"]
+    assert stayed.run_code("2+3", stayed.token()) == "5"
+    moved.start_server(timeout=600)
+    assert cluster.status()["worker2"]["servers"] == sorted([f"jupyter-{name}", f"jupyter-{other}"])
+    assert moved.run_code("1+1", moved.token()) == "2"

@@ -1,0 +1,138 @@
+"""The hub's Swarm placement (stack/hostkit_swarm.py): the freest ready worker, never a manager."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "stack" / "hostkit_swarm.py"
+
+
+def _load() -> Any:
+    # DockerSpawner lives in the hub image only; the placement is plain Python over the
+    # Docker API's JSON, so a stand-in base class is enough to import it here.
+    from traitlets import HasTraits
+
+    class SwarmSpawner(HasTraits):  # what the subclass calls of it: poll and the state
+        async def poll(self) -> Any:
+            return None
+
+        def get_state(self) -> dict[str, Any]:
+            return {"object_id": "svc1"}
+
+        def load_state(self, state: dict[str, Any]) -> None:
+            pass
+
+    fake = types.ModuleType("dockerspawner")
+    fake.SwarmSpawner = SwarmSpawner  # type: ignore[attr-defined]
+    sys.modules.setdefault("dockerspawner", fake)
+    spec = importlib.util.spec_from_file_location("hostkit_swarm", PATH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+swarm_spawner = _load()
+GIB = 2**30
+
+
+def _node(node_id: str, role: str = "worker", memory: int = 8 * GIB, state: str = "ready",
+          availability: str = "active") -> dict[str, Any]:
+    return {"ID": node_id, "Spec": {"Role": role, "Availability": availability},
+            "Status": {"State": state},
+            "Description": {"Hostname": f"host-{node_id}", "Resources": {"MemoryBytes": memory}}}
+
+
+def _task(node_id: str, memory: int, desired: str = "running") -> dict[str, Any]:
+    return {"NodeID": node_id, "DesiredState": desired,
+            "Spec": {"Resources": {"Limits": {"MemoryBytes": memory}}}}
+
+
+def test_the_worker_with_the_most_uncommitted_memory_gets_the_server() -> None:
+    nodes = [_node("m", role="manager", memory=64 * GIB), _node("a", memory=8 * GIB),
+             _node("b", memory=16 * GIB)]
+    assert swarm_spawner.pick_node(nodes, [])["ID"] == "b"
+    busy_b = [_task("b", 4 * GIB), _task("b", 4 * GIB), _task("b", 2 * GIB)]
+    assert swarm_spawner.pick_node(nodes, busy_b)["ID"] == "a"
+    # a stopped server commits nothing
+    assert swarm_spawner.pick_node(nodes, [_task("b", 12 * GIB, desired="shutdown")])["ID"] == "b"
+
+
+def test_down_drained_and_manager_nodes_get_no_server() -> None:
+    nodes = [_node("m", role="manager"), _node("a", state="down", memory=32 * GIB),
+             _node("b", availability="drain", memory=32 * GIB), _node("c", memory=4 * GIB)]
+    assert swarm_spawner.pick_node(nodes, [])["ID"] == "c"
+    with pytest.raises(swarm_spawner.NodeUnavailable, match="no worker is ready"):
+        swarm_spawner.pick_node(nodes[:3], [])
+
+
+class Spawner:
+    """A HostkitSwarmSpawner whose Docker API answers from the nodes given."""
+
+    def __init__(self, nodes: list[dict[str, Any]], pinned: str = "") -> None:
+        self.spawner = swarm_spawner.HostkitSwarmSpawner()
+        self.spawner.node_id = pinned
+        self.spawner.log = logging.getLogger("test")
+        self.spawner.user = types.SimpleNamespace(name="alice")
+        self.spawner.docker = self.docker
+        self.nodes = {n["ID"]: n for n in nodes}
+        self.asked: list[str] = []
+
+    async def docker(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append(method)
+        if method == "inspect_node":
+            if args[0] not in self.nodes:
+                import requests
+                from docker.errors import APIError
+
+                response = requests.Response()
+                response.status_code = 404
+                raise APIError("node not found", response=response)
+            return self.nodes[args[0]]
+        if method == "nodes":
+            return list(self.nodes.values())
+        if method == "tasks":
+            return []
+        raise AssertionError(method)
+
+    def choose(self) -> str:
+        return str(asyncio.run(self.spawner.choose_node()))
+
+
+def test_a_user_with_files_on_a_node_goes_back_there_even_when_another_is_freer() -> None:
+    nodes = [_node("a", memory=64 * GIB), _node("b", memory=4 * GIB)]
+    spawner = Spawner(nodes, pinned="b")
+    assert spawner.choose() == "b"
+    assert "nodes" not in spawner.asked
+    fresh = Spawner(nodes)
+    assert fresh.choose() == "a"
+    assert fresh.spawner.get_state() == {"object_id": "svc1", "node_id": "a"}  # in the hub's database
+    later = Spawner(nodes)
+    later.spawner.load_state(fresh.spawner.get_state())  # after a hub restart
+    assert later.spawner.node_id == "a"
+
+
+def test_a_user_whose_node_is_down_is_told_where_their_files_are() -> None:
+    spawner = Spawner([_node("a"), _node("b", state="down")], pinned="b")
+    with pytest.raises(swarm_spawner.NodeUnavailable, match="Your files are on server host-b, which is down"):
+        spawner.choose()
+    drained = Spawner([_node("a"), _node("b", availability="drain")], pinned="b")
+    with pytest.raises(swarm_spawner.NodeUnavailable, match="which is drain"):
+        drained.choose()
+    lost = Spawner([_node("b", state="down")], pinned="b")
+    assert asyncio.run(lost.spawner.poll()) == "node host-b is down"  # the hub marks it stopped
+    assert asyncio.run(Spawner([_node("b")], pinned="b").spawner.poll()) is None
+
+
+def test_a_user_whose_node_left_the_swarm_is_placed_anew() -> None:
+    spawner = Spawner([_node("a")], pinned="gone")
+    assert spawner.choose() == "a"
