@@ -116,6 +116,18 @@ class Deployment:
             env={"HOSTKIT_ADMIN_PASSWORD": self.admin_password} if self.admin_password else None,
         )
 
+    def remove(self) -> None:
+        """Stop the stack and remove its volumes (the hub's and every user's)."""
+        self.cli("stack", "down", check=False)
+        volumes = subprocess.run(
+            ["docker", "volume", "ls", "-q", "--filter", f"name={self.prefix}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for volume in volumes.stdout.split():
+            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, check=False)
+
     def hub_container(self) -> str:
         """The hub's container id (compose v1 and v2 name containers differently)."""
         out = subprocess.run(

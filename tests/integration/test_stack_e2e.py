@@ -45,10 +45,7 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         logs = deployment.cli("stack", "logs", "--tail", "300", check=False)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "stack-logs.txt").write_text(logs.stdout + logs.stderr)
-        deployment.cli("stack", "down", check=False)
-        volumes = _docker("volume", "ls", "-q", "--filter", f"name={deployment.prefix}", check=False)
-        for volume in volumes.stdout.split():
-            _docker("volume", "rm", "-f", volume, check=False)
+        deployment.remove()
 
 
 @pytest.fixture(scope="module")
