@@ -57,6 +57,7 @@ class Sample:
     user: str
     marks: dict[str, float] = field(default_factory=dict)  # wall-clock seconds (time.time)
     container_cpu: float = 0.0
+    cpu_at_ready: float = 0.0
     container_mib: float = 0.0
     error: str = ""
 
@@ -111,6 +112,7 @@ def one(dep: Deployment, name: str) -> Sample:
                 raise AssertionError("not ready in 900 s")
             time.sleep(0.5)
         marks["ready"] = time.time()
+        sample.cpu_at_ready = container_cpu_seconds(dep.container_name(name))
         token = user.token()
         kernel = user.server_api("POST", "/kernels", token, json={"name": "python3"})
         if kernel.status_code != 201:
@@ -240,6 +242,8 @@ def burst(variant: Variant, n: int, admin: HubUser, token: str) -> str:
         f"{'':15}CPU-s    container p50 {statistics.median(cpu):.2f} max {max(cpu):.2f}"
         f"  hub {hub_cpu / n:.2f}/spawn  total {statistics.median(cpu) + hub_cpu / n:.2f}/spawn"
     )
+    ready_cpu = statistics.median(s.cpu_at_ready for s in good)
+    lines.append(f"{'':15}CPU-s    container at ready p50 {ready_cpu:.2f} (the rest: kernel and 1+1)")
     lines.append(f"{'':15}memory   container p50 {statistics.median(s.container_mib for s in good):.0f} MiB")
     lines.append(
         f"{'':15}hub metrics: spawn mean "
@@ -257,6 +261,7 @@ def deploy(variant: Variant, root: Path, users: int) -> None:
         dep.settings.pop(key, None)
     dep.settings.update(shipped_images())
     dep.settings.update(variant.settings)
+    print(f"deploying {variant.name} as {dep.prefix}", flush=True)
     dep.up("--no-build")  # never rebuild a shared image from a bench run
     variant.dep = dep
     for i in range(users):

@@ -251,6 +251,22 @@ def boot_slots() -> asyncio.Semaphore:
     return _boot_slots[0]
 
 
+async def answering(url: str, timeout: float) -> None:
+    """Until the server at url answers HTTP, asking every few tenths of a second.
+
+    The hub's own wait backs off to 5 s between tries: fine for a server that boots alone,
+    but a boot slot would sit idle for seconds after its server is up.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await wait_for_http_server(url, timeout=0.3)
+            return
+        except asyncio.TimeoutError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+
+
 class QueuedDockerSpawner(DockerSpawner):  # type: ignore[misc]
     """DockerSpawner whose servers boot a few at a time, in the order they were asked for.
 
@@ -268,7 +284,7 @@ class QueuedDockerSpawner(DockerSpawner):  # type: ignore[misc]
         try:
             started = await super().start()
             url = started if isinstance(started, str) else f"http://{started[0]}:{started[1]}"
-            await wait_for_http_server(url + self.server.base_url, timeout=self.http_timeout)
+            await answering(url + self.server.base_url, self.http_timeout)
             return started
         finally:
             slots.release()

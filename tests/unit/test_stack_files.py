@@ -87,6 +87,8 @@ ANSWERED: list[str] = []  # URLs the stand-in for jupyterhub.utils.wait_for_http
 
 async def _answered(url: str, timeout: float = 10) -> None:
     ANSWERED.append(url)
+    if ANSWERED.count(url) == 1:
+        raise asyncio.TimeoutError(f"{url} does not answer yet")
 
 
 class _FakeDockerSpawner:
@@ -288,4 +290,5 @@ def test_servers_boot_a_few_at_a_time_in_the_order_asked_and_the_rest_are_told_t
         await progress.aclose()
 
     asyncio.run(scenario())
-    assert "http://10.0.0.1:8888/user/u1/" in ANSWERED  # the slot is held until the server answers
+    # the slot is held until the server answers, asked again when it did not yet
+    assert ANSWERED.count("http://10.0.0.1:8888/user/u1/") == 2
