@@ -1,96 +1,320 @@
-"""Spawn benchmark: login -> server ready -> `1+1` on a kernel, for N concurrent users.
+"""Spawn benchmark: a class logging in at once, phase by phase, with CPU-seconds per spawn.
 
-Runs against a stack deployed with `hostkit stack up` (its --deploy-dir and port), once through
-nginx (https://127.0.0.1:PORT) and once straight to the hub's proxy on the compose network
-(http://HUB_IP:8000), so the difference is nginx's share. Users bench-N are created with
-`hostkit users create` on the first run and reused.
+For each variant (a stack deployed here with `hostkit stack up --no-build` and its own
+`--set` values, e.g. another single-user image) and each burst size, N users log in at once
+through nginx, start their server, start a kernel and run `1+1` over its websocket. Bursts
+alternate between the variants (A 1, B 1, A 10, B 10, ...) so that both see the same noise
+on a shared machine.
 
-    python bench/spawn.py --deploy-dir /opt/hostkit --users 1 10 20
+Per user, phases from the client's clock and the hub's log (same host clock):
+  login     POST /hub/login answered (bcrypt in the hub)
+  create    server requested -> DockerSpawner logged "Starting container" (queue + create)
+  boot      "Starting container" -> the hub's "User X took ... to start" (server answered)
+  route     that -> the hub's API shows the server ready (proxy route + poll interval)
+  kernel    POST /api/kernels answered (kernel process started)
+  execute   `1+1` sent -> result received over the websocket
+CPU-seconds: the user's container (cgroup cpuacct) when `1+1` returned, and the hub
+container's CPU over the burst divided by N. The hub's Prometheus metrics
+(jupyterhub_server_spawn_duration_seconds, jupyterhub_proxy_add_duration_seconds) give the
+mean spawn and route duration as the hub sees them, and the throttled count.
+
+    python3 bench/spawn.py --users 1 10 20 40 \
+        --variant before \
+        --variant after:HOSTKIT_NOTEBOOK_IMAGE=hostkit-exp/singleuser:rfc3987
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stack_support import Deployment, HubUser, hostkit
+from stack_support import Deployment, HubUser, _execute, new_deployment
+
+from hostkit.images import parse_versions, stack_assets_dir
 
 PASSWORD = "Bench-" + "x" * 12
+PHASES = ("login", "create", "boot", "route", "kernel", "execute", "total")
+CGROUP_CPU = Path("/sys/fs/cgroup/cpuacct/docker")  # cgroup v1 (cgroupfs driver)
+CGROUP_V2 = Path("/sys/fs/cgroup/system.slice")
+LOG_LINE = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) JupyterHub \S+\] (.*)$")
 
 
-def _hub_ip(dep: Deployment, project: str) -> str:
-    cid = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-q",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-            "--filter",
-            "label=com.docker.compose.service=jupyterhub",
-        ],
+@dataclass
+class Sample:
+    user: str
+    marks: dict[str, float] = field(default_factory=dict)  # wall-clock seconds (time.time)
+    container_cpu: float = 0.0
+    cpu_at_ready: float = 0.0
+    container_mib: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class Variant:
+    name: str
+    settings: dict[str, str]
+    dep: Optional[Deployment] = None
+
+
+def container_cpu_seconds(container: str) -> float:
+    """CPU-seconds a running container has used, from its cgroup (v1, else v2)."""
+    full = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    v1 = CGROUP_CPU / full / "cpuacct.usage"
+    if v1.exists():
+        return int(v1.read_text()) / 1e9
+    stat = (CGROUP_V2 / f"docker-{full}.scope" / "cpu.stat").read_text()
+    usage = next(line.split()[1] for line in stat.splitlines() if line.startswith("usage_usec"))
+    return int(usage) / 1e6
+
+
+def container_rss_mib(container: str) -> float:
+    """Resident memory of a running container (cgroup v1 total_rss, else v2 anon), MiB."""
+    full = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    v1 = Path("/sys/fs/cgroup/memory/docker") / full / "memory.stat"
+    stat = v1 if v1.exists() else CGROUP_V2 / f"docker-{full}.scope" / "memory.stat"
+    fields = dict(line.split() for line in stat.read_text().splitlines())
+    return int(fields.get("total_rss", fields.get("anon", "0"))) / 2**20
+
+
+def one(dep: Deployment, name: str) -> Sample:
+    sample = Sample(name)
+    marks = sample.marks
+    user = HubUser(dep, name, PASSWORD)
+    try:
+        marks["start"] = time.time()
+        if not user.login():
+            raise AssertionError("login refused")
+        marks["login"] = time.time()
+        r = user.api("POST", f"/users/{name}/server")
+        if r.status_code not in (201, 202):
+            raise AssertionError(f"spawn request: {r.status_code} {r.text[:120]}")
+        marks["requested"] = time.time()
+        deadline = time.monotonic() + 900
+        while not user.server_state().get("servers", {}).get("", {}).get("ready"):
+            if time.monotonic() > deadline:
+                raise AssertionError("not ready in 900 s")
+            time.sleep(0.5)
+        marks["ready"] = time.time()
+        sample.cpu_at_ready = container_cpu_seconds(dep.container_name(name))
+        token = user.token()
+        kernel = user.server_api("POST", "/kernels", token, json={"name": "python3"})
+        if kernel.status_code != 201:
+            raise AssertionError(f"kernel: {kernel.status_code}")
+        marks["kernel"] = time.time()
+        result = _execute(dep, name, kernel.json()["id"], token, "1+1", 300)
+        marks["execute"] = time.time()
+        if result != "2":
+            raise AssertionError(f"1+1 gave {result!r}")
+        sample.container_cpu = container_cpu_seconds(dep.container_name(name))
+        sample.container_mib = container_rss_mib(dep.container_name(name))
+    except Exception as exc:  # every failure is counted, not raised
+        sample.error = f"{type(exc).__name__}: {exc}"[:200]
+    return sample
+
+
+def stop_all(dep: Deployment, names: list[str]) -> None:
+    def stop(name: str) -> None:
+        user = HubUser(dep, name, PASSWORD)
+        if user.login():
+            r = user.api("DELETE", f"/users/{name}/server")
+            if r.status_code in (202, 204):
+                user.wait_stopped(300)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(stop, names))
+
+
+def hub_log_marks(dep: Deployment, since: float) -> dict[str, dict[str, float]]:
+    """Per user: when the container was started and when the hub saw the server answer."""
+    out = subprocess.run(
+        ["docker", "logs", "--since", str(int(since) - 1), dep.hub_container()],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()[0]
-    nets = json.loads(
-        subprocess.run(["docker", "inspect", cid], capture_output=True, text=True, check=True).stdout
-    )[0]["NetworkSettings"]["Networks"]
-    return str(next(iter(nets.values()))["IPAddress"])
+    )
+    marks: dict[str, dict[str, float]] = {}
+    starting = re.compile(rf"Starting container {re.escape(dep.prefix)}-(\S+) ")
+    took = re.compile(r"User (\S+?)(?::\S*)? took [\d.]+ seconds to start")
+    for line in (out.stdout + out.stderr).splitlines():
+        m = LOG_LINE.match(line)
+        if not m:
+            continue
+        stamp = (
+            datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+            .replace(tzinfo=datetime.timezone.utc)
+            .timestamp()
+        )
+        for key, pattern in (("started", starting), ("answered", took)):
+            hit = pattern.search(m.group(2))
+            if hit:
+                marks.setdefault(hit.group(1), {})[key] = stamp
+    return marks
 
 
-def one(dep: Deployment, name: str) -> float:
-    user = HubUser(dep, name, PASSWORD)
-    started = time.monotonic()
-    assert user.login(), f"{name} cannot log in"
-    user.start_server()
-    token = user.token()
-    assert user.run_code("1+1", token) == "2"
-    elapsed = time.monotonic() - started
-    user.stop_server()
-    return elapsed
+def hub_metrics(admin: HubUser, token: str) -> dict[str, float]:
+    r = admin.http.get(
+        f"{admin.dep.url}/hub/metrics", headers={"Authorization": f"token {token}"}, timeout=30
+    )
+    r.raise_for_status()
+    wanted = {
+        'jupyterhub_server_spawn_duration_seconds_sum{status="success"}': "spawn_sum",
+        'jupyterhub_server_spawn_duration_seconds_count{status="success"}': "spawn_count",
+        'jupyterhub_server_spawn_duration_seconds_count{status="throttled"}': "throttled",
+        'jupyterhub_proxy_add_duration_seconds_sum{status="success"}': "route_sum",
+        'jupyterhub_proxy_add_duration_seconds_count{status="success"}': "route_count",
+    }
+    values: dict[str, float] = dict.fromkeys(wanted.values(), 0.0)
+    for line in r.text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key in wanted:
+            values[wanted[key]] = float(value)
+    return values
 
 
-def run(dep: Deployment, n: int) -> list[float]:
+def phases(sample: Sample, log: dict[str, float]) -> dict[str, float]:
+    m = sample.marks
+    started = log.get("started", m["requested"])
+    answered = log.get("answered", m["ready"])
+    return {
+        "login": m["login"] - m["start"],
+        "create": started - m["login"],
+        "boot": answered - started,
+        "route": m["ready"] - answered,
+        "kernel": m["kernel"] - m["ready"],
+        "execute": m["execute"] - m["kernel"],
+        "total": m["execute"] - m["start"],
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def burst(variant: Variant, n: int, admin: HubUser, token: str) -> str:
+    dep = variant.dep
+    assert dep is not None
+    names = [f"bench{i}" for i in range(n)]
+    before = hub_metrics(admin, token)
+    hub_cpu = container_cpu_seconds(dep.hub_container())
+    since = time.time()
     with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(lambda i: one(dep, f"bench{i}"), range(n)))
+        samples = list(pool.map(lambda name: one(dep, name), names))
+    hub_cpu = container_cpu_seconds(dep.hub_container()) - hub_cpu
+    after = hub_metrics(admin, token)
+    log = hub_log_marks(dep, since)
+    stop_all(dep, names)
+    good = [s for s in samples if not s.error]
+    lines = [f"{variant.name:>10} {n:3} users: {len(samples) - len(good)} errors"]
+    for s in samples:
+        if s.error:
+            lines.append(f"{'':15}{s.user}: {s.error}")
+    if not good:
+        return "\n".join(lines)
+    table = [phases(s, log.get(s.user, {})) for s in good]
+    for phase in PHASES:
+        vals = [row[phase] for row in table]
+        lines.append(
+            f"{'':15}{phase:8} p50 {statistics.median(vals):6.2f}  p95 {pct(vals, 0.95):6.2f}"
+            f"  max {max(vals):6.2f}"
+        )
+    cpu = [s.container_cpu for s in good]
+    spawns = after["spawn_count"] - before["spawn_count"]
+    routes = after["route_count"] - before["route_count"]
+    lines.append(
+        f"{'':15}CPU-s    container p50 {statistics.median(cpu):.2f} max {max(cpu):.2f}"
+        f"  hub {hub_cpu / n:.2f}/spawn  total {statistics.median(cpu) + hub_cpu / n:.2f}/spawn"
+    )
+    ready_cpu = statistics.median(s.cpu_at_ready for s in good)
+    lines.append(f"{'':15}CPU-s    container at ready p50 {ready_cpu:.2f} (the rest: kernel and 1+1)")
+    lines.append(f"{'':15}memory   container p50 {statistics.median(s.container_mib for s in good):.0f} MiB")
+    lines.append(
+        f"{'':15}hub metrics: spawn mean "
+        f"{(after['spawn_sum'] - before['spawn_sum']) / max(1, spawns):.2f} s"
+        f"  route mean {(after['route_sum'] - before['route_sum']) / max(1, routes):.3f} s"
+        f"  throttled {after['throttled'] - before['throttled']:.0f}"
+    )
+    return "\n".join(lines)
+
+
+def deploy(variant: Variant, root: Path, users: int) -> None:
+    dep = new_deployment(root / variant.name)
+    # the default stack's limits, not the integration tests' smaller ones
+    for key in ("HOSTKIT_MEM_LIMIT", "HOSTKIT_CPU_LIMIT"):
+        dep.settings.pop(key, None)
+    dep.settings.update(shipped_images())
+    dep.settings.update(variant.settings)
+    print(f"deploying {variant.name} as {dep.prefix}", flush=True)
+    dep.up("--no-build")  # never rebuild a shared image from a bench run
+    variant.dep = dep
+    for i in range(users):
+        dep.cli("users", "create", f"bench{i}", "--password", PASSWORD)
+
+
+def shipped_images() -> dict[str, str]:
+    """The images `hostkit stack build` makes from this tree (named, as --no-build needs)."""
+    versions = parse_versions((stack_assets_dir() / "versions.env").read_text())
+    return {
+        "HOSTKIT_HUB_IMAGE": f"hostkit/jupyterhub:{versions['JUPYTERHUB_VERSION']}",
+        "HOSTKIT_NGINX_IMAGE": f"hostkit/nginx:{versions['DEBIAN_SUITE']}",
+        "HOSTKIT_NOTEBOOK_IMAGE": "hostkit/singleuser:full",
+    }
+
+
+def parse_variant(text: str) -> Variant:
+    name, _, rest = text.partition(":")
+    settings = dict(item.split("=", 1) for item in rest.split(",") if item)
+    return Variant(name, settings)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--deploy-dir", default="/opt/hostkit")
-    parser.add_argument("--users", type=int, nargs="+", default=[1, 10, 20])
-    args = parser.parse_args()
-    directory = Path(args.deploy_dir)
-    env = dict(
-        line.split("=", 1)
-        for line in (directory / ".env").read_text().splitlines()
-        if line and not line.startswith("#") and "=" in line
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--users", type=int, nargs="+", default=[1, 10, 20, 40])
+    parser.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        help="NAME[:KEY=VALUE,...] a stack with these settings (repeatable; default: one, as shipped)",
     )
-    dep = Deployment(directory, int(env["HOSTKIT_PORT"]), env["COMPOSE_PROJECT_NAME"], "")
-    listing = hostkit("users", "list", "--format", "json", "--deploy-dir", str(directory))
-    listed = json.loads(listing.stdout)["users"]
-    existing = {u["name"] for u in listed}
-    for i in range(max(args.users)):
-        if f"bench{i}" not in existing:
-            hostkit("users", "create", f"bench{i}", "--password", PASSWORD, "--deploy-dir", str(directory))
-    direct = f"http://{_hub_ip(dep, env['COMPOSE_PROJECT_NAME'])}:8000"
-    print(f"run {uuid.uuid4().hex[:6]}: login -> ready -> 1+1, seconds")
-    for n in args.users:
-        for label, url in (("nginx", dep.url), ("direct", direct)):
-            target = Deployment(directory, dep.port, dep.prefix, "", base_url=url)
-            times = sorted(run(target, n))
-            p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-            print(f"{n:3} users via {label:6}: p50 {statistics.median(times):6.1f}  p95 {p95:6.1f}")
+    parser.add_argument("--keep", action="store_true", help="leave the stacks running")
+    args = parser.parse_args()
+    variants: list[Variant] = args.variant or [Variant("default", {})]
+    with tempfile.TemporaryDirectory(prefix="hostkit-bench-") as tmp:
+        try:
+            for variant in variants:
+                deploy(variant, Path(tmp), max(args.users))
+            admins = {}
+            for variant in variants:
+                assert variant.dep is not None
+                admin = HubUser(variant.dep, "admin", variant.dep.admin_password)
+                assert admin.login(), "admin cannot log in"
+                admins[variant.name] = (admin, admin.token())
+            print("login -> ready -> 1+1 through nginx, seconds (phases: see bench/spawn.py)")
+            for n in args.users:
+                for variant in variants:
+                    print(burst(variant, n, *admins[variant.name]), flush=True)
+        finally:
+            if not args.keep:
+                for variant in variants:
+                    if variant.dep is not None:
+                        variant.dep.remove()
 
 
 if __name__ == "__main__":

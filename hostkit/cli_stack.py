@@ -29,6 +29,7 @@ from hostkit.environments import (
     parse_profiles,
 )
 from hostkit.errors import UsageError
+from hostkit.facts import Facts
 from hostkit.host import LocalHost
 from hostkit.images import (
     DEFAULT_MIRROR,
@@ -37,6 +38,7 @@ from hostkit.images import (
     resolve_ca_bundle,
 )
 from hostkit.renewal import ACME_RENEW_BEFORE_DAYS, RENEW_BEFORE_DAYS, install_schedule, renewal_due
+from hostkit.settings import admission_settings
 from hostkit.stack import DEFAULT_PORT, Stack, primary_ip
 
 stack_app = typer.Typer(
@@ -220,8 +222,7 @@ def stack_up(
     for path in result.changed:
         _echo(f"wrote {path}")
 
-    if "HOSTKIT_HOST_IP" not in existing and "HOSTKIT_HOST_IP" not in overrides:
-        overrides["HOSTKIT_HOST_IP"] = primary_ip(host) or "host-gateway"
+    _size_from_host(host, existing, overrides)
 
     shown_password = _admin_password(stack, existing, overrides, admin_password)
     env, changed = stack.write_env(overrides)
@@ -256,6 +257,17 @@ def _read_password(source: str) -> str:
     if not password:
         raise UsageError(f"no password in {source}")
     return password
+
+
+def _size_from_host(host: LocalHost, existing: dict[str, str], overrides: dict[str, str]) -> None:
+    """Settings that follow from this host, set once: `.env` keeps what an admin put there."""
+    resources = Facts(host).resources()
+    sized = admission_settings(resources["cpus"], resources["memory_bytes"])
+    if "HOSTKIT_HOST_IP" not in existing and "HOSTKIT_HOST_IP" not in overrides:
+        sized["HOSTKIT_HOST_IP"] = primary_ip(host) or "host-gateway"
+    for key, value in sized.items():
+        if key not in existing and key not in overrides:
+            overrides[key] = value
 
 
 def _admin_password(

@@ -214,6 +214,7 @@ class ImageBuilder:
             "JUPYTER_BOKEH_VERSION",
             "JUPYTERLAB_EXECUTE_TIME_VERSION",
             "OCTAVE_KERNEL_VERSION",
+            "RFC3987_VERSION",
         )
         singleuser_args = {
             "BASE_IMAGE": notebook_base,

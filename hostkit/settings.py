@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -39,6 +40,13 @@ class Settings:
     mem_per_user_gib: float = 1.0
     disk_per_user_gib: float = 2.0  # each user's named volume lives on the data-root
     users_per_cpu: int = 4
+    # Admission (`hostkit stack up` sizes the hub's limits from the host with these):
+    # a single-user server and its first kernel just started, resident (bench/spawn.py)
+    server_memory_gib: float = 0.5
+    # memory kept for the hub, nginx and the system before counting servers
+    reserved_memory_gib: float = 2.0
+    # one server's boot with a core to itself, with room for a loaded host (bench: 2-5 s)
+    server_boot_seconds: int = 30
     data_root: str = ""  # expected Docker data-root; empty = whatever Docker uses
     dns: tuple[str, ...] = ("8.8.8.8",)
     log_max_size: str = "10m"
@@ -132,3 +140,22 @@ def render_settings_toml(existing_text: str, updates: dict[str, Any]) -> str:
              "# Written by `hostkit bootstrap`; keys you add by hand are kept."]
     lines += [f"{key} = {_toml_value(data[key])}" for key in sorted(data)]
     return "\n".join(lines) + "\n"
+
+
+def admission_settings(cpus: int, memory_bytes: int, settings: Settings = DEFAULTS) -> dict[str, str]:
+    """The hub's admission limits for a host, as `.env` settings.
+
+    Servers boot one per core at a time (booting is CPU-bound); as many may run as memory
+    holds; everyone who may run one may wait in the queue; and the start timeout covers a
+    place at the end of that queue.
+    """
+    slots = max(1, cpus)
+    spare_gib = memory_bytes / 2**30 - settings.reserved_memory_gib
+    servers = max(slots, int(spare_gib / settings.server_memory_gib))
+    start_timeout = max(600, 120 + math.ceil(servers / slots) * settings.server_boot_seconds)
+    return {
+        "HOSTKIT_SPAWN_SLOTS": str(slots),
+        "HOSTKIT_ACTIVE_SERVER_LIMIT": str(servers),
+        "HOSTKIT_SPAWN_QUEUE_LIMIT": str(servers),
+        "HOSTKIT_START_TIMEOUT": str(start_timeout),
+    }

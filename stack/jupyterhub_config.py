@@ -7,14 +7,17 @@
 # touched by hostkit; `hostkit stack up` restarts the hub when they change.
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Optional
 
+from dockerspawner import DockerSpawner
 from jupyterhub.apihandlers import APIHandler
 from jupyterhub.scopes import needs_scope
+from jupyterhub.utils import wait_for_http_server
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.orm import UserInfo
 from tornado import web
@@ -167,7 +170,11 @@ class HostkitAuthenticator(NativeAuthenticator):
         if self.allowed_failed_logins and self.is_blocked(key):
             self.log.warning("login refused for %s: locked out after failed attempts", key)
             return None
-        checks = [user.is_authorized, user.is_valid_password(data["password"])]
+        # bcrypt takes a third of a second of CPU: in a thread (it releases the GIL), so a
+        # class logging in at once does not stall every other request of the hub behind it
+        password = data["password"]
+        valid = await asyncio.get_running_loop().run_in_executor(None, user.is_valid_password, password)
+        checks = [user.is_authorized, valid]
         if user.has_2fa:
             checks.append(user.is_valid_token(data.get("2fa")))
         if all(checks):
@@ -229,7 +236,79 @@ c.NativeAuthenticator.allowed_failed_logins = env_int("HOSTKIT_ALLOWED_FAILED_LO
 c.NativeAuthenticator.seconds_before_next_try = env_int("HOSTKIT_LOCKOUT_SECONDS", 600)
 
 # ---- spawner -----------------------------------------------------------------------
-c.JupyterHub.spawner_class = "dockerspawner.DockerSpawner"
+# A class logging in at once: booting a server is CPU-bound (imports, then the kernel), so
+# N servers booting together on fewer cores all become ready late, together. The hub boots
+# HOSTKIT_SPAWN_SLOTS at a time (one per core), first come first served; the others wait in
+# order on the spawn page, which says so. Sized by `hostkit stack up` from the host.
+SPAWN_SLOTS = max(1, env_int("HOSTKIT_SPAWN_SLOTS", 2))
+BOOT_QUEUE: list[Any] = []  # spawners waiting for a slot, oldest first
+_boot_slots: list[asyncio.Semaphore] = []  # made in the hub's event loop, on first use
+
+
+def boot_slots() -> asyncio.Semaphore:
+    if not _boot_slots:
+        _boot_slots.append(asyncio.Semaphore(SPAWN_SLOTS))  # wakes its waiters in FIFO order
+    return _boot_slots[0]
+
+
+async def answering(url: str, timeout: float) -> None:
+    """Until the server at url answers HTTP, asking every few tenths of a second.
+
+    The hub's own wait backs off to 5 s between tries: fine for a server that boots alone,
+    but a boot slot would sit idle for seconds after its server is up.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await wait_for_http_server(url, timeout=0.3)
+            return
+        except asyncio.TimeoutError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+
+
+class QueuedDockerSpawner(DockerSpawner):  # type: ignore[misc]
+    """DockerSpawner whose servers boot a few at a time, in the order they were asked for.
+
+    A slot is held from `docker create` until the server answers HTTP, which is where the
+    CPU goes; the hub's start_timeout covers the wait in the queue too.
+    """
+
+    async def start(self) -> Any:
+        slots = boot_slots()
+        BOOT_QUEUE.append(self)
+        try:
+            await slots.acquire()
+        finally:  # also when the hub gives up (start_timeout cancels this)
+            BOOT_QUEUE.remove(self)
+        try:
+            started = await super().start()
+            url = started if isinstance(started, str) else f"http://{started[0]}:{started[1]}"
+            await answering(url + self.server.base_url, self.http_timeout)
+            return started
+        finally:
+            slots.release()
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        shown = -1
+        while self in BOOT_QUEUE:
+            ahead = BOOT_QUEUE.index(self)
+            if ahead != shown:
+                shown = ahead
+                yield {
+                    "progress": 10,
+                    "message": f"Your server is queued: {ahead + SPAWN_SLOTS} servers start before it "
+                    f"({SPAWN_SLOTS} at a time). It starts by itself; keep this page open.",
+                }
+            await asyncio.sleep(1)
+        yield {"progress": 50, "message": "Your server is starting."}
+
+
+c.JupyterHub.spawner_class = QueuedDockerSpawner
+# Spawns the hub accepts at once, queued included (more get "Too many users", 429), and
+# servers running at once (0: no limit)
+c.JupyterHub.concurrent_spawn_limit = env_int("HOSTKIT_SPAWN_QUEUE_LIMIT", 100)
+c.JupyterHub.active_server_limit = env_int("HOSTKIT_ACTIVE_SERVER_LIMIT", 0)
 c.DockerSpawner.image = env("HOSTKIT_NOTEBOOK_IMAGE", "hostkit/singleuser:latest")
 c.DockerSpawner.network_name = NETWORK  # the compose network's explicit name (dockerspawner#246)
 c.DockerSpawner.use_internal_ip = True
@@ -262,7 +341,7 @@ c.DockerSpawner.extra_host_config = {
 }
 c.DockerSpawner.environment = {"HOSTKIT_HOST": env("HOSTKIT_HOST_ALIAS", "hostkit-host")}
 c.Spawner.default_url = "/lab"
-c.Spawner.start_timeout = env_int("HOSTKIT_START_TIMEOUT", 600)  # a cold multi-GB image
+c.Spawner.start_timeout = env_int("HOSTKIT_START_TIMEOUT", 600)  # a cold image, and the queue
 c.Spawner.http_timeout = env_int("HOSTKIT_HTTP_TIMEOUT", 180)
 
 # ---- services ----------------------------------------------------------------------

@@ -131,6 +131,17 @@ class Deployment:
             env={"HOSTKIT_ADMIN_PASSWORD": self.admin_password} if self.admin_password else None,
         )
 
+    def remove(self) -> None:
+        """Stop the stack and remove every container and volume with its prefix (the hub's
+        and every user's)."""
+        self.cli("stack", "down", check=False)
+        for kind in ("container", "volume"):
+            listed = subprocess.run(["docker", kind, "ls", "-aq" if kind == "container" else "-q",
+                                     "--filter", f"name={self.prefix}"],
+                                    capture_output=True, text=True, check=False)
+            for name in listed.stdout.split():
+                subprocess.run(["docker", kind, "rm", "-f", name], capture_output=True, check=False)
+
     def hub_container(self) -> str:
         """The hub's container id (compose v1 and v2 name containers differently)."""
         out = subprocess.run(
@@ -173,13 +184,7 @@ def torn_down(dep: Deployment, logs_name: str) -> Iterator[Deployment]:
         logs = dep.cli("stack", "logs", "--tail", "300", check=False)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / f"{logs_name}-stack-logs.txt").write_text(logs.stdout + logs.stderr)
-        dep.cli("stack", "down", check=False)
-        for kind in ("container", "volume"):
-            listed = subprocess.run(["docker", kind, "ls", "-aq" if kind == "container" else "-q",
-                                     "--filter", f"name={dep.prefix}"],
-                                    capture_output=True, text=True, check=False)
-            for name in listed.stdout.split():
-                subprocess.run(["docker", kind, "rm", "-f", name], capture_output=True, check=False)
+        dep.remove()
 
 
 def new_deployment(tmp: Path) -> Deployment:

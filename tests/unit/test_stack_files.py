@@ -3,6 +3,7 @@ integration tests prove they work)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 import types
@@ -81,6 +82,31 @@ class _Config(dict):  # type: ignore[type-arg]
         return self.setdefault(name, types.SimpleNamespace())
 
 
+ANSWERED: list[str] = []  # URLs the stand-in for jupyterhub.utils.wait_for_http_server saw
+
+
+async def _answered(url: str, timeout: float = 10) -> None:
+    ANSWERED.append(url)
+    if ANSWERED.count(url) == 1:
+        raise asyncio.TimeoutError(f"{url} does not answer yet")
+
+
+class _FakeDockerSpawner:
+    """DockerSpawner's start without Docker: a container 'boots' until the test lets it go."""
+
+    def __init__(self, name: str, booted: list[str], release: dict[str, asyncio.Event]) -> None:
+        self.name = name
+        self.booted = booted
+        self.release = release
+        self.http_timeout = 30
+        self.server = types.SimpleNamespace(base_url=f"/user/{name}/")
+
+    async def start(self) -> tuple[str, int]:
+        self.booted.append(self.name)
+        await self.release.setdefault(self.name, asyncio.Event()).wait()
+        return ("10.0.0.1", 8888)
+
+
 def _load_hub_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[_Config, Any]:
     for key in list(__import__("os").environ):
         if key.startswith("HOSTKIT_"):
@@ -98,6 +124,10 @@ def _load_hub_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tu
     apihandlers.APIHandler = type("APIHandler", (), {})  # type: ignore[attr-defined]
     scopes = types.ModuleType("jupyterhub.scopes")
     scopes.needs_scope = lambda scope: lambda func: func  # type: ignore[attr-defined]
+    utils = types.ModuleType("jupyterhub.utils")
+    utils.wait_for_http_server = _answered  # type: ignore[attr-defined]
+    dockerspawner = types.ModuleType("dockerspawner")
+    dockerspawner.DockerSpawner = _FakeDockerSpawner  # type: ignore[attr-defined]
     tornado_web = types.ModuleType("tornado.web")
     tornado_web.HTTPError = Exception  # type: ignore[attr-defined]
     tornado = types.ModuleType("tornado")
@@ -106,6 +136,8 @@ def _load_hub_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tu
         "jupyterhub": types.ModuleType("jupyterhub"),
         "jupyterhub.apihandlers": apihandlers,
         "jupyterhub.scopes": scopes,
+        "jupyterhub.utils": utils,
+        "dockerspawner": dockerspawner,
         "tornado": tornado,
         "tornado.web": tornado_web,
     }.items():
@@ -248,3 +280,41 @@ def test_lockout_address_trusts_x_real_ip_only_from_the_hubs_proxy(monkeypatch: 
     assert address(types.SimpleNamespace(request=_Request("198.51.100.1", "172.20.0.7", "172.20.0.3"))) == (
         "172.20.0.7"
     )
+
+
+def test_servers_boot_a_few_at_a_time_in_the_order_asked_and_the_rest_are_told_they_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, ns = _load_hub_config(monkeypatch, {"HOSTKIT_SPAWN_SLOTS": "2"})
+    assert ns["c"].JupyterHub.spawner_class is ns["QueuedDockerSpawner"]
+    booted: list[str] = []
+    release: dict[str, asyncio.Event] = {}
+
+    async def scenario() -> None:
+        spawners = [ns["QueuedDockerSpawner"](f"u{i}", booted, release) for i in range(5)]
+        starts = [asyncio.ensure_future(s.start()) for s in spawners]
+        await asyncio.sleep(0.01)
+        assert booted == ["u0", "u1"]  # two slots: the others wait
+        progress = spawners[4].progress()
+        first = await progress.__anext__()
+        assert "queued" in first["message"]
+        assert "4 servers start before it" in first["message"]
+        release.setdefault("u1", asyncio.Event()).set()
+        assert await starts[1] == ("10.0.0.1", 8888)
+        await asyncio.sleep(0.01)
+        assert booted == ["u0", "u1", "u2"]  # u2 was next in line, not a later one
+        starts[3].cancel()  # the hub gave up on u3 (start_timeout): it leaves the queue
+        await asyncio.sleep(0.01)
+        for name in ("u0", "u2"):
+            release.setdefault(name, asyncio.Event()).set()
+        await asyncio.gather(starts[0], starts[2])
+        await asyncio.sleep(0.01)
+        assert booted == ["u0", "u1", "u2", "u4"]
+        release.setdefault("u4", asyncio.Event()).set()
+        await starts[4]
+        assert ns["BOOT_QUEUE"] == []
+        await progress.aclose()
+
+    asyncio.run(scenario())
+    # the slot is held until the server answers, asked again when it did not yet
+    assert ANSWERED.count("http://10.0.0.1:8888/user/u1/") == 2
