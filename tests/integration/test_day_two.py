@@ -289,6 +289,9 @@ def test_destroy_everything_then_restore_brings_back_files_accounts_and_servers(
     proc = dep.cli("restore", "latest", "--dest", str(dest))
     assert "restored volume" in proc.stdout, proc.stdout + proc.stderr
     assert "started the stack" in proc.stdout
+    # the doctor's stack checks ran on the restored hub, and passed
+    for check in ("stack.services", "stack.https", "stack.hub-from-network"):
+        assert f"doctor {check}: pass" in proc.stdout, proc.stdout
     assert {u: tree(dep.volume_name(u)) for u in ("alice", "bob")} == files
     assert _users(dep) == states
     for name in ("admin", "alice", "bob", "carol"):
@@ -392,3 +395,4 @@ def test_delete_backs_up_the_volume_first_and_one_user_restore_brings_it_back(
     assert "restored the account bob" in restored.stdout, restored.stdout
     assert _users(dep)["bob"] == (True, False)
     assert bob.login()
+
