@@ -400,18 +400,23 @@ def test_delete_backs_up_the_volume_first_and_one_user_restore_brings_it_back(
 def test_two_backups_of_one_deployment_never_run_at_once(
         dep: Deployment, dest: Path, people: dict[str, HubUser]) -> None:
     before = _listed(dep, dest)
-    # a change, so the first backup archives a volume again and is still running when the
-    # second one starts
-    (mountpoint(dep.volume_name("alice")) / "concurrent.bin").write_bytes(os.urandom(40_000_000))
+    # a change, so the first backup archives a volume again
+    (mountpoint(dep.volume_name("alice")) / "concurrent.bin").write_bytes(os.urandom(20_000_000))
     first = subprocess.Popen(
         [sys.executable, "-m", "hostkit", "backup", "--dest", str(dest), "--deploy-dir", str(dep.directory)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(dest.glob(".partial-*/volumes")):
         time.sleep(0.01)
-    second = subprocess.run(
-        [sys.executable, "-m", "hostkit", "backup", "--dest", str(dest), "--deploy-dir", str(dep.directory)],
-        cwd=REPO, capture_output=True, text=True, check=False)
+    # hold the first one mid-backup (as a slow disk would) while the second one starts
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        assert list(dest.glob(".partial-*/volumes")), "the first backup never started"
+        second = subprocess.run(
+            [sys.executable, "-m", "hostkit", "backup", "--dest", str(dest), "--deploy-dir",
+             str(dep.directory)], cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, out + err
     assert second.returncode != 0, "a second backup ran while the first one was writing"
