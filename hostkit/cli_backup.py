@@ -14,7 +14,7 @@ import typer
 
 from hostkit.cli_options import OutputFormat, RootOption, format_option
 from hostkit.cli_stack import DirOption, users_app
-from hostkit.errors import UsageError
+from hostkit.errors import HostkitError, UsageError
 from hostkit.host import LocalHost
 from hostkit.settings import DEFAULTS
 from hostkit.stack import Stack
@@ -155,7 +155,22 @@ def restore(
         accounts = backup_info.manifest.get("users", [])
         typer.echo(f"accounts from the backup: {len(accounts)} "
                    f"({sum(1 for u in accounts if not u['approved'])} awaiting approval)")
-        typer.echo("check the hub with: hostkit doctor --only stack")
+    if host.exists(stack.env_path):
+        _doctor_after_restore(stack)
+
+
+def _doctor_after_restore(stack: Stack) -> None:
+    """The doctor's stack checks on what the restore left; a failing one fails the restore."""
+    from hostkit.health import failed_checks, stack_checks
+
+    _echo("running the doctor's stack checks")
+    results = stack_checks(stack)
+    for r in results:
+        typer.echo(f"doctor {r.id}: {r.status.value}: {r.summary}")
+    failed = failed_checks(results)
+    if failed:
+        raise HostkitError("restored, but the doctor's stack checks fail: " + "; ".join(failed),
+                           f"hostkit stack logs --deploy-dir {stack.directory}")
 
 
 @users_app.command("delete")

@@ -281,6 +281,9 @@ def test_destroy_everything_then_restore_brings_back_files_accounts_and_servers(
     proc = dep.cli("restore", "latest", "--dest", str(dest))
     assert "restored volume" in proc.stdout, proc.stdout + proc.stderr
     assert "started the stack" in proc.stdout
+    # the doctor's stack checks ran on the restored hub, and passed
+    for check in ("stack.services", "stack.https", "stack.hub-from-network"):
+        assert f"doctor {check}: pass" in proc.stdout, proc.stdout
     assert {u: tree(dep.volume_name(u)) for u in ("alice", "bob")} == files
     assert _users(dep) == states
     for name in ("admin", "alice", "bob", "carol"):
@@ -384,3 +387,32 @@ def test_delete_backs_up_the_volume_first_and_one_user_restore_brings_it_back(
     assert "restored the account bob" in restored.stdout, restored.stdout
     assert _users(dep)["bob"] == (True, False)
     assert bob.login()
+
+
+def test_two_backups_of_one_deployment_never_run_at_once(
+        dep: Deployment, dest: Path, people: dict[str, HubUser]) -> None:
+    before = _listed(dep, dest)
+    # a change, so the first backup archives a volume again
+    (mountpoint(dep.volume_name("alice")) / "concurrent.bin").write_bytes(os.urandom(20_000_000))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "hostkit", "backup", "--dest", str(dest), "--deploy-dir", str(dep.directory)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(dest.glob(".partial-*/volumes")):
+        time.sleep(0.01)
+    # hold the first one mid-backup (as a slow disk would) while the second one starts
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        assert list(dest.glob(".partial-*/volumes")), "the first backup never started"
+        second = subprocess.run(
+            [sys.executable, "-m", "hostkit", "backup", "--dest", str(dest), "--deploy-dir",
+             str(dep.directory)], cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, out + err
+    assert second.returncode != 0, "a second backup ran while the first one was writing"
+    assert "another hostkit backup" in second.stderr
+    assert f"is running on {dep.directory}" in second.stderr
+    assert len(_listed(dep, dest)) == len(before) + 1
+    (mountpoint(dep.volume_name("alice")) / "concurrent.bin").unlink()
