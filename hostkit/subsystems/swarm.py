@@ -26,7 +26,7 @@ import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
@@ -519,7 +519,3 @@ def remove_node(host: LocalHost, node: Node, stack: str, *, timeout: float = 300
 
 def stack_of(env: dict[str, str]) -> str:
     return env.get("COMPOSE_PROJECT_NAME", "hostkit")
-
-
-def describe(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items())

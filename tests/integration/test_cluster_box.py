@@ -282,7 +282,9 @@ def test_a_worker_that_goes_down_leaves_the_others_alone_and_its_users_are_told(
         assert bystander.run_code("2+3", bystander.token()) == "5"
         refused = user.api("POST", f"/users/{name}/server")
         assert refused.status_code >= 400, refused.text
-        assert "Your files are on server worker1, which is down" in refused.text
+        # what the spawn page shows the user (its progress stream's last event)
+        progress = user.api("GET", f"/users/{name}/server/progress")
+        assert "Spawn failed: Your files are on server worker1, which is down" in progress.text
     finally:
         worker1.sh("systemctl reset-failed docker.service docker.socket; systemctl start docker")
     _wait_node(cluster, "worker1", "ready")
