@@ -27,7 +27,13 @@ from hostkit.settings import DEFAULTS
 
 DEFAULT_DIR = DEFAULTS.deploy_dir
 DEFAULT_PORT = DEFAULTS.public_port
-STACK_FILES = ("docker-compose.yml", "jupyterhub_config.py", "hostkit_profiles.py", "nginx.conf")
+STACK_FILES = (
+    "docker-compose.yml",
+    "jupyterhub_config.py",
+    "hostkit_profiles.py",
+    "nginx.conf",
+    "hub_busy.html",  # the hub's 429 page: your server is queued
+)
 HUB_SERVICE = "jupyterhub"
 NGINX_SERVICE = "nginx"
 DOCKER_API_SERVICE = "docker-api"

@@ -65,7 +65,8 @@ def test_commands_on_a_directory_without_a_stack_say_so(tmp_path: Path) -> None:
 def test_install_files_copies_the_stack_and_reports_only_changes(tmp_path: Path) -> None:
     host = FakeHost(tmp_path)
     s = stack_mod.Stack(host, "/opt/hostkit")
-    assert len(s.install_files()) == 4  # compose file, hub config, its profiles module, nginx.conf
+    # compose file, hub config, its profiles module, nginx.conf, the busy page
+    assert len(s.install_files()) == 5
     assert s.install_files() == []
     host.path("/opt/hostkit/nginx.conf").write_text("edited")
     assert s.install_files() == ["/opt/hostkit/nginx.conf"]
