@@ -71,3 +71,17 @@ def test_ten_students_at_once_all_reach_a_kernel_without_errors(dep: Deployment)
         most = max(most, len(booting))
     assert len([s for s, _ in events if s]) == CLASS_SIZE
     assert most == SLOTS  # the queue was used, and never more than SLOTS servers booted at once
+
+
+def test_a_full_hub_says_the_server_is_queued_and_retries_instead_of_an_error(dep: Deployment) -> None:
+    # the ten servers above still run; allow one: the next student finds the hub full
+    dep.settings["HOSTKIT_ACTIVE_SERVER_LIMIT"] = "1"
+    dep.up()
+    dep.cli("users", "create", "latecomer", "--password", PASSWORD)
+    user = HubUser(dep, "latecomer", PASSWORD)
+    assert user.login()
+    r = user.http.get(f"{dep.url}/hub/spawn/latecomer", timeout=60)  # what the browser opens
+    assert r.status_code == 429
+    assert "your server is queued" in r.text
+    assert "Active user limit exceeded" in r.text  # the hub's own reason, shown as it is
+    assert "window.location.replace" in r.text  # the page retries by itself
