@@ -19,6 +19,7 @@ from stack_support import Deployment, HubUser, new_deployment
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLASS_SIZE = 10
+NAT_CLASS_SIZE = 40  # a lecture behind one campus NAT address
 SLOTS = 2
 PASSWORD = "Class-" + uuid.uuid4().hex[:12]
 
@@ -29,11 +30,20 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     deployment.settings["HOSTKIT_SPAWN_SLOTS"] = str(SLOTS)
     deployment.up()
     try:
-        for i in range(CLASS_SIZE):
-            deployment.cli("users", "create", f"student{i}", "--password", PASSWORD)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            names = [f"student{i}" for i in range(NAT_CLASS_SIZE)]
+            list(pool.map(lambda n: deployment.cli("users", "create", n, "--password", PASSWORD), names))
         yield deployment
     finally:
         deployment.remove()
+
+
+def test_forty_students_behind_one_address_all_log_in_at_once(dep: Deployment) -> None:
+    names = [f"student{i}" for i in range(NAT_CLASS_SIZE)]
+    with ThreadPoolExecutor(max_workers=NAT_CLASS_SIZE) as pool:
+        accepted = list(pool.map(lambda name: HubUser(dep, name, PASSWORD).login(), names))
+    refused = [name for name, ok in zip(names, accepted) if not ok]
+    assert refused == []
 
 
 def _to_one_plus_one(dep: Deployment, name: str) -> str:
