@@ -68,7 +68,7 @@ def test_nginx_rate_limits_login_posts_and_refuses_cross_site_state_changing_get
     conf = (STACK / "nginx.conf").read_text()
     assert "POST    $binary_remote_addr;" in conf  # only POSTs are counted
     assert "limit_req_zone $hostkit_login_key zone=hostkit_login:10m rate=20r/m;" in conf
-    assert re.search(r"location = /hub/login \{\s*limit_req zone=hostkit_login burst=20 nodelay;", conf)
+    assert re.search(r"location = /hub/login \{\s*limit_req zone=hostkit_login burst=60 nodelay;", conf)
     assert "limit_req_status 429;" in conf
     block = conf[conf.index("location ~ ^/hub/(authorize|discard)/[^/]+$") :]
     assert block.index("return 403;") < block.index("proxy_pass $hub;")
