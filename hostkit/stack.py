@@ -35,6 +35,7 @@ STACK_FILES = (
     "hostkit_profiles.py",
     "hostkit_swarm.py",
     "nginx.conf",
+    "hub_busy.html",  # the hub's 429 page: your server is queued
 )
 # compose file added when HOSTKIT_HTTP_PORT is set: nginx's plain-HTTP port for ACME
 HTTP_COMPOSE_FILE = "docker-compose.http.yml"

@@ -305,6 +305,9 @@ class QueuedDockerSpawner(DockerSpawner):  # type: ignore[misc]
 
 
 c.JupyterHub.spawner_class = QueuedDockerSpawner
+TEMPLATES = "/srv/jupyterhub/templates"  # 429.html: hostkit's hub_busy.html (docker-compose.yml)
+if os.path.isdir(TEMPLATES):
+    c.JupyterHub.template_paths = [TEMPLATES]  # JupyterHub adds its own after these
 # Spawns the hub accepts at once, queued included (more get "Too many users", 429), and
 # servers running at once (0: no limit)
 c.JupyterHub.concurrent_spawn_limit = env_int("HOSTKIT_SPAWN_QUEUE_LIMIT", 100)

@@ -366,9 +366,9 @@ def test_a_stranger_cannot_lock_the_admin_out_and_brute_force_stays_slow(
 ) -> None:
     stranger, colleague = _Client(dep), _Client(dep)
     try:
-        statuses = stranger.logins("admin", "Wrong-password-123", 40)
+        statuses = stranger.logins("admin", "Wrong-password-123", 80)
         assert 429 in statuses, statuses  # nginx's rate limit per address
-        assert statuses.index(429) >= 20  # the burst
+        assert statuses.index(429) >= 60  # the burst (a class behind one NAT address)
         assert 302 not in statuses
         time.sleep(4)  # one more request is allowed by the rate limit: the lockout answers it
         assert stranger.logins("admin", dep.admin_password, 1) != [302]

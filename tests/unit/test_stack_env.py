@@ -66,9 +66,9 @@ def test_install_files_copies_the_stack_and_reports_only_changes(tmp_path: Path)
     host = FakeHost(tmp_path)
     s = stack_mod.Stack(host, "/opt/hostkit")
     # two compose files (the plain-HTTP one is read only with HOSTKIT_HTTP_PORT), hub config,
-    # its profiles module, nginx.conf, and the swarm's compose override and spawner (read only
-    # with HOSTKIT_CLUSTER=swarm)
-    assert len(s.install_files()) == 7
+    # its profiles module, nginx.conf, the busy page, and the swarm's compose override and
+    # spawner (read only with HOSTKIT_CLUSTER=swarm)
+    assert len(s.install_files()) == 8
     assert s.install_files() == []
     host.path("/opt/hostkit/nginx.conf").write_text("edited")
     assert s.install_files() == ["/opt/hostkit/nginx.conf"]

@@ -68,7 +68,7 @@ def test_nginx_rate_limits_login_posts_and_refuses_cross_site_state_changing_get
     conf = (STACK / "nginx.conf").read_text()
     assert "POST    $binary_remote_addr;" in conf  # only POSTs are counted
     assert "limit_req_zone $hostkit_login_key zone=hostkit_login:10m rate=20r/m;" in conf
-    assert re.search(r"location = /hub/login \{\s*limit_req zone=hostkit_login burst=20 nodelay;", conf)
+    assert re.search(r"location = /hub/login \{\s*limit_req zone=hostkit_login burst=60 nodelay;", conf)
     assert "limit_req_status 429;" in conf
     block = conf[conf.index("location ~ ^/hub/(authorize|discard)/[^/]+$") :]
     assert block.index("return 403;") < block.index("proxy_pass $hub;")
@@ -318,3 +318,24 @@ def test_servers_boot_a_few_at_a_time_in_the_order_asked_and_the_rest_are_told_t
     asyncio.run(scenario())
     # the slot is held until the server answers, asked again when it did not yet
     assert ANSWERED.count("http://10.0.0.1:8888/user/u1/") == 2
+
+
+def test_busy_page_says_the_server_is_queued_and_retries_after_the_hubs_suggestion() -> None:
+    jinja2 = pytest.importorskip("jinja2")
+    error_html = (  # the blocks of JupyterHub's error.html that the page fills in
+        "{% block h1_error %}{% endblock %}{% block error_detail %}{% endblock %}"
+        "{% block script %}<script src=page.js></script>{% endblock %}"
+    )
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader(
+            {"error.html": error_html, "429.html": (STACK / "hub_busy.html").read_text()}
+        ),
+        autoescape=True,
+    )
+    message = "Too many users trying to log in right now. Try again in 40 seconds."
+    page = env.get_template("429.html").render(message=message, status_code=429)
+    assert "your server is queued" in page
+    assert message in page
+    assert '"Too many users trying to log in right now. Try again in 40 seconds."' in page  # for the timer
+    assert "page.js" in page  # JupyterHub's own scripts stay
+    assert "window.location.replace" in page

@@ -1,0 +1,97 @@
+"""A class logs in at once: ten users through nginx, each to a kernel running `1+1`.
+
+The real stack with its admission: servers boot two at a time (HOSTKIT_SPAWN_SLOTS), the
+others wait in the hub's queue; nobody gets an error or a timeout. How long it takes is
+bench/spawn.py's business, not this test's.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from stack_support import Deployment, HubUser, new_deployment
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CLASS_SIZE = 10
+NAT_CLASS_SIZE = 40  # a lecture behind one campus NAT address
+SLOTS = 2
+PASSWORD = "Class-" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    deployment = new_deployment(tmp_path_factory.mktemp("class"))
+    deployment.settings["HOSTKIT_SPAWN_SLOTS"] = str(SLOTS)
+    deployment.up()
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            names = [f"student{i}" for i in range(NAT_CLASS_SIZE)]
+            list(pool.map(lambda n: deployment.cli("users", "create", n, "--password", PASSWORD), names))
+        yield deployment
+    finally:
+        deployment.remove()
+
+
+def test_forty_students_behind_one_address_all_log_in_at_once(dep: Deployment) -> None:
+    names = [f"student{i}" for i in range(NAT_CLASS_SIZE)]
+    with ThreadPoolExecutor(max_workers=NAT_CLASS_SIZE) as pool:
+        accepted = list(pool.map(lambda name: HubUser(dep, name, PASSWORD).login(), names))
+    refused = [name for name, ok in zip(names, accepted) if not ok]
+    assert refused == []
+
+
+def _to_one_plus_one(dep: Deployment, name: str) -> str:
+    """'' when the student got from login to `2`, else what went wrong."""
+    user = HubUser(dep, name, PASSWORD)
+    try:
+        assert user.login(), "login refused"
+        user.start_server(timeout=1800)
+        result = user.run_code("1+1", user.token())
+        assert result == "2", f"1+1 gave {result!r}"
+    except Exception as exc:  # every student's failure is reported, not only the first
+        return f"{name}: {type(exc).__name__}: {exc}"
+    return ""
+
+
+def test_ten_students_at_once_all_reach_a_kernel_without_errors(dep: Deployment) -> None:
+    names = [f"student{i}" for i in range(CLASS_SIZE)]
+    with ThreadPoolExecutor(max_workers=CLASS_SIZE) as pool:
+        errors = [e for e in pool.map(lambda name: _to_one_plus_one(dep, name), names) if e]
+    assert errors == []
+    log = subprocess.run(
+        ["docker", "logs", dep.hub_container()], capture_output=True, text=True, check=True
+    )
+    events = re.findall(
+        rf"Starting container {dep.prefix}-(student\d+) |User (student\d+) took [\d.]+ seconds to start",
+        log.stdout + log.stderr,
+    )
+    booting: set[str] = set()
+    most = 0
+    for starting, ready in events:
+        if starting:
+            booting.add(starting)
+        else:
+            booting.discard(ready)
+        most = max(most, len(booting))
+    assert len([s for s, _ in events if s]) == CLASS_SIZE
+    assert most == SLOTS  # the queue was used, and never more than SLOTS servers booted at once
+
+
+def test_a_full_hub_says_the_server_is_queued_and_retries_instead_of_an_error(dep: Deployment) -> None:
+    # the ten servers above still run; allow one: the next student finds the hub full
+    dep.settings["HOSTKIT_ACTIVE_SERVER_LIMIT"] = "1"
+    dep.up()
+    dep.cli("users", "create", "latecomer", "--password", PASSWORD)
+    user = HubUser(dep, "latecomer", PASSWORD)
+    assert user.login()
+    r = user.http.get(f"{dep.url}/hub/spawn/latecomer", timeout=60)  # what the browser opens
+    assert r.status_code == 429
+    assert "your server is queued" in r.text
+    assert "Active user limit exceeded" in r.text  # the hub's own reason, shown as it is
+    assert "window.location.replace" in r.text  # the page retries by itself
