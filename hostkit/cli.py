@@ -182,6 +182,10 @@ from hostkit.cli_backup import restore as _restore  # noqa: E402
 app.command("backup")(_backup)
 app.command("restore")(_restore)
 
+from hostkit.cli_upgrade import upgrade as _upgrade  # noqa: E402
+
+app.command("upgrade")(_upgrade)
+
 
 def main() -> None:
     """Entry point: expected failures print one line and a hint (in HostkitGroup), never a
