@@ -23,6 +23,7 @@ from hostkit.cli_stack import (
     _profiles,
 )
 from hostkit.host import LocalHost
+from hostkit.locking import deployment_lock
 from hostkit.stack import Stack
 
 
@@ -78,12 +79,14 @@ def upgrade(
         return
     _root_only(host)
     if rollback:
-        lines = rollback_last(stack, builder, timeout=timeout, log=_echo)
+        with deployment_lock(host, str(directory), "upgrade --rollback"):
+            lines = rollback_last(stack, builder, timeout=timeout, log=_echo)
         for line in lines:
             typer.echo(line)
         return
     enabled = _profiles(stack.read_env(), overrides, None)
     request = UpgradeRequest(dest=dest, overrides=overrides, volume_backup=volume_backup, timeout=timeout)
-    report = Upgrader(stack, builder, request, log=_echo, profiles=enabled).run()
+    with deployment_lock(host, str(directory), "upgrade"):
+        report = Upgrader(stack, builder, request, log=_echo, profiles=enabled).run()
     for line in report.lines:
         typer.echo(line)
