@@ -36,6 +36,7 @@ RECORD = "upgrades.json"
 IMAGE_KEYS = {"hub": "HOSTKIT_HUB_IMAGE", "nginx": "HOSTKIT_NGINX_IMAGE",
               "singleuser": "HOSTKIT_NOTEBOOK_IMAGE"}
 PRE_UPGRADE = "pre-upgrade"
+ROLLED_BACK = "rolled back (--rollback)"
 
 Log = Callable[[str], None]
 
@@ -213,6 +214,7 @@ class Upgrader:
         self.profiles = profiles
         self.stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self.entry: dict[str, Any] = {}
+        self.healthy_at = 0.0  # when the new stack was healthy (the hub's downtime ends)
 
     def phase(self, number: int, text: str) -> None:
         self.log(f"[{number}/{self.PHASES}] {text}")
@@ -247,7 +249,7 @@ class Upgrader:
 
         self.phase(7, "health gate: the doctor's stack checks, then a canary user runs code")
         reason = self._gate()
-        downtime = time.monotonic() - down_since
+        downtime = self.healthy_at - down_since
         if reason:
             self.log(f"  health gate failed: {reason}")
             self.log("  rolling back to the old images and the old database")
@@ -256,7 +258,8 @@ class Upgrader:
             raise GateFailed(f"upgrade rolled back: {reason}",
                              f"the old stack runs again; backup: {report.backup}")
         report.lines += [f"upgraded: {i.line()}" for i in plan.images if i.changes]
-        report.lines.append(f"hub unreachable for about {downtime:.0f}s (stop, migration, start, checks)")
+        report.lines.append(f"the hub was down for about {downtime:.0f}s (stopped, database migrated, "
+                            "started healthy on the new images)")
         report.lines += self._users_servers(before["images"]["HOSTKIT_NOTEBOOK_IMAGE"]["id"],
                                             after_ids["HOSTKIT_NOTEBOOK_IMAGE"])
         self.entry["downtime_s"] = round(downtime, 1)
@@ -370,7 +373,8 @@ class Upgrader:
         try:
             self.stack.up(timeout=self.request.timeout)
         except HostkitError as exc:
-            return f"the stack did not start: {exc.message}"
+            return f"the stack did not start: {self._why_down() or exc.message}"
+        self.healthy_at = time.monotonic()
         failed = failed_checks(stack_checks(self.stack))
         if failed:
             return "doctor: " + "; ".join(failed)
@@ -383,12 +387,29 @@ class Upgrader:
         self.log(f"  {canary.detail}")
         return ""
 
-    def restore_previous(self, before: dict[str, Any], hub_dir: str, aside: str) -> None:
-        """The old database and the old images (by id, through the rollback tags), started."""
+    def _why_down(self) -> str:
+        """Each service that is not running and healthy, with its container's last log line."""
+        out = []
+        for service, state in self.stack.service_states().items():
+            if state["state"] == "running" and state["health"] in ("healthy", ""):
+                continue
+            what = f"{service} {state['state']}" + (f"/{state['health']}" if state["health"] else "")
+            if state["container"]:
+                logs = self.host.run(["docker", "logs", "--tail", "5", state["container"]], timeout=60)
+                lines = [line for line in (logs.stdout + logs.stderr).splitlines() if line.strip()]
+                if lines:
+                    what += f" ({lines[-1].strip()[:200]})"
+            out.append(what)
+        return "; ".join(out)
+
+    def restore_previous(self, before: dict[str, Any], hub_dir: str, aside: str,
+                         replaced: str = "failed-upgrade") -> None:
+        """The old database and the old images (by id, through the rollback tags), started;
+        the database it replaces stays beside it as jupyterhub.sqlite.REPLACED-STAMP."""
         self.stack.compose("stop", timeout=180, check=False)
         live = f"{hub_dir}/{HUB_DB}"
         if self.host.exists(live):
-            self.host.rename(live, f"{live}.failed-upgrade-{self.stamp}")
+            self.host.rename(live, f"{live}.{replaced}-{self.stamp}")
         self.host.rename(aside, live)
         images = {}
         for key, old in before["images"].items():
@@ -425,26 +446,29 @@ class Upgrader:
 
 
 def rollback_last(stack: Stack, builder: ImageBuilder, timeout: float = 300, log: Log = _quiet) -> list[str]:
-    """Put back the images and database from before the last upgrade (later changes to
-    the hub database are lost: accounts made since, for instance)."""
-    entries = [e for e in read_record(stack) if e.get("outcome") == "upgraded"]
+    """Put back the images and database from before the last upgrade not rolled back yet.
+    Changes made on the hub since that upgrade (accounts, approvals) are lost."""
+    record = read_record(stack)
+    undone = {e.get("of") for e in record if e.get("outcome") == ROLLED_BACK}
+    entries = [e for e in record if e.get("outcome") == "upgraded" and e.get("started") not in undone]
     if not entries:
-        raise UsageError(f"no upgrade recorded in {stack.directory}/{RECORD}", "nothing to roll back")
+        raise UsageError(f"no upgrade to roll back in {stack.directory}/{RECORD}",
+                         "hostkit upgrade --check shows what runs")
     last = entries[-1]
     upgrader = Upgrader(stack, builder, UpgradeRequest(dest="", timeout=timeout), log=log)
-    upgrader.stamp = last["stamp"]
-    upgrader.entry = last
-    env = stack.env()
-    hub_dir, _ = upgrader._hub_dir(env)
+    upgrader.entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "of": last["started"],
+                      "stamp": upgrader.stamp, "before": last.get("after", {}), "outcome": "started"}
+    hub_dir, _ = upgrader._hub_dir(stack.env())
     aside = f"{hub_dir}/{HUB_DB}.{PRE_UPGRADE}-{last['stamp']}"
     if not stack.host.exists(aside):
         raise HostkitError(f"the database from before the upgrade ({aside}) is gone",
                            f"restore it from the backup: hostkit restore {last.get('backup', 'BACKUP')}")
-    log(f"rolling back the upgrade of {last['started']}")
-    upgrader.restore_previous(last["before"], hub_dir, aside)
+    log(f"rolling back the upgrade of {last['started']}; the hub database goes back to that moment "
+        f"(the current one stays beside it as {HUB_DB}.rolled-back-{upgrader.stamp})")
+    upgrader.restore_previous(last["before"], hub_dir, aside, replaced="rolled-back")
     failed = failed_checks(stack_checks(stack))
-    upgrader._finish("rolled back (--rollback)", "; ".join(failed))
+    upgrader._finish(ROLLED_BACK, "; ".join(failed))
     if failed:
         raise HostkitError("rolled back, but the stack checks fail: " + "; ".join(failed),
                            "hostkit doctor --only stack")
-    return [f"rolled back to {v['name']}" for v in last["before"]["images"].values()]
+    return [f"rolled back: {key}={old['name']}" for key, old in last["before"]["images"].items()]

@@ -225,6 +225,7 @@ def test_a_broken_new_hub_image_fails_the_gate_and_the_old_stack_comes_back(
         old: Deployment, dest: Path, people: dict[str, HubUser]) -> None:
     env_before = old.env()
     hub_before = docker_json("inspect", old.hub_container())[0]["Image"]
+    version_before = _hub_version(old)
     broken = derived_image(env_before["HOSTKIT_HUB_IMAGE"], f"{OWN_REPO}/broken-hub:{old.prefix}",
                            'ENTRYPOINT ["sh", "-c", "echo this hub image is broken >&2; exit 3"]')
     proc = old.cli("upgrade", "--dest", str(dest), "--no-volume-backup", "--timeout", "60",
@@ -233,12 +234,13 @@ def test_a_broken_new_hub_image_fails_the_gate_and_the_old_stack_comes_back(
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, proc.stderr
-    assert "upgrade rolled back: the stack did not start" in errors[0]
+    assert "upgrade rolled back: the stack did not start: docker-api" in errors[0]
+    assert "this hub image is broken" in errors[0]
     assert "users' volumes not included" in proc.stdout + proc.stderr
     # the old images and database run again
     assert old.env()["HOSTKIT_HUB_IMAGE"] == env_before["HOSTKIT_HUB_IMAGE"]
     assert docker_json("inspect", old.hub_container())[0]["Image"] == hub_before
-    assert _hub_version(old) == "5.5.4"
+    assert _hub_version(old) == version_before
     entry = _record(old)[-1]
     assert entry["outcome"] == "rolled back"
     assert "did not start" in str(entry["reason"])
@@ -247,3 +249,21 @@ def test_a_broken_new_hub_image_fails_the_gate_and_the_old_stack_comes_back(
     alice = people["alice"]
     alice.start_server()
     assert alice.run_code("1+1", alice.token()) == "2"
+
+
+def test_rollback_goes_back_to_the_images_and_database_from_before_the_upgrade(
+        old: Deployment, people: dict[str, HubUser]) -> None:
+    upgraded = [e for e in _record(old) if e["outcome"] == "upgraded"]
+    assert upgraded, "the upgrade test did not leave an upgrade to roll back"
+    proc = old.cli("upgrade", "--rollback")
+    print(proc.stderr)
+    assert _hub_version(old) == OLD_JUPYTERHUB
+    env = old.env()
+    for key, image in upgraded[-1]["before"]["images"].items():  # type: ignore[union-attr]
+        assert _image_id(env[key]) == image["id"], key
+    assert _record(old)[-1]["outcome"] == "rolled back (--rollback)"
+    for name in ("admin", "alice", "bob", "carol"):
+        _sign_in(people[name])
+    again = old.cli("upgrade", "--rollback", check=False)
+    assert again.returncode == 2
+    assert "no upgrade to roll back" in again.stderr
