@@ -27,8 +27,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from stack_support import BUILD_FLAGS, Deployment, new_deployment
-from test_upgrade import old_hub_image
+from stack_support import BUILD_FLAGS, Deployment
+from test_upgrade import old_deployment
 
 
 class Poller:
@@ -79,10 +79,6 @@ class Poller:
         return max((end - start for start, end in self.outages), default=0.0)
 
 
-def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False).stdout
-
-
 def measured(dep: Deployment, interval: float, *steps: list[str]) -> tuple[Poller, float]:
     url = f"{dep.url}/hub/login"
     started = time.monotonic()
@@ -103,36 +99,23 @@ def main() -> None:
     args = parser.parse_args()
     requests.packages.urllib3.disable_warnings()  # type: ignore[attr-defined]
     scratch = Path(tempfile.mkdtemp(prefix="hkbench-upgrade-"))
-    dep = new_deployment(scratch)
-    own = [f"hostkit-upgrade/nginx:{dep.prefix}", f"hostkit-upgrade/singleuser:{dep.prefix}"]
     try:
-        dep.settings["HOSTKIT_HUB_IMAGE"] = old_hub_image(scratch)
-        for (key, shared), tag in zip((("HOSTKIT_NGINX_IMAGE", "hostkit/nginx:trixie"),
-                                       ("HOSTKIT_NOTEBOOK_IMAGE", "hostkit/singleuser:full")), own):
-            docker("tag", shared, tag)
-            dep.settings[key] = tag
-        dep.up("--no-build")
-        upgrade, upgrade_wall = measured(dep, args.interval,
-                                         ["upgrade", "--dest", str(scratch / "backups"), *BUILD_FLAGS])
-        # the same deployment, now on the new images: a plain restart of the stack
-        for key in ("HOSTKIT_HUB_IMAGE", "HOSTKIT_NGINX_IMAGE", "HOSTKIT_NOTEBOOK_IMAGE"):
-            dep.settings[key] = dep.env()[key]
-        plain, plain_wall = measured(dep, args.interval, ["stack", "down"], ["up"])
-        print(f"\nhub login page unreachable (polled every {args.interval}s, {dep.url}/hub/login)\n")
-        print(f"{'':28} {'hostkit upgrade':>16} {'stack down && up':>18}")
-        print(f"{'downtime, total (s)':28} {upgrade.total:16.1f} {plain.total:18.1f}")
-        print(f"{'longest outage (s)':28} {upgrade.longest:16.1f} {plain.longest:18.1f}")
-        print(f"{'outages':28} {len(upgrade.outages):16d} {len(plain.outages):18d}")
-        print(f"{'command wall time (s)':28} {upgrade_wall:16.1f} {plain_wall:18.1f}")
+        with old_deployment(scratch) as dep:
+            upgrade, upgrade_wall = measured(dep, args.interval,
+                                             ["upgrade", "--dest", str(scratch / "backups"), *BUILD_FLAGS])
+            # the same deployment, now on the new images: a plain restart of the stack
+            for key in ("HOSTKIT_HUB_IMAGE", "HOSTKIT_NGINX_IMAGE", "HOSTKIT_NOTEBOOK_IMAGE"):
+                dep.settings[key] = dep.env()[key]
+            plain, plain_wall = measured(dep, args.interval, ["stack", "down"], ["up"])
+            url = dep.url
     finally:
-        dep.cli("stack", "down", check=False)
-        for volume in docker("volume", "ls", "-q", "--filter", f"name={dep.prefix}").split():
-            docker("volume", "rm", "-f", volume)
-        tags = docker("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
-                      f"reference=*/*:rollback-{dep.prefix}").split()
-        for tag in [*own, *tags]:
-            docker("rmi", tag)
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
+    print(f"\nhub login page unreachable (polled every {args.interval}s, {url}/hub/login)\n")
+    print(f"{'':28} {'hostkit upgrade':>16} {'stack down && up':>18}")
+    print(f"{'downtime, total (s)':28} {upgrade.total:16.1f} {plain.total:18.1f}")
+    print(f"{'longest outage (s)':28} {upgrade.longest:16.1f} {plain.longest:18.1f}")
+    print(f"{'outages':28} {len(upgrade.outages):16d} {len(plain.outages):18d}")
+    print(f"{'command wall time (s)':28} {upgrade_wall:16.1f} {plain_wall:18.1f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ seconds), which is what makes servers on the old image and stale stopped contain
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -64,14 +65,14 @@ def derived_image(base: str, tag: str, instructions: str) -> str:
     return tag
 
 
-@pytest.fixture(scope="module")
-def old(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
-        pytest.fail("these tests need a running dockerd")
-    dep = new_deployment(tmp_path_factory.mktemp("upgrade"))
+@contextlib.contextmanager
+def old_deployment(tmp: Path) -> Iterator[Deployment]:
+    """A stack on the older hub, nginx and single-user images under this module's own tags;
+    afterwards its containers, volumes and every tag made for it (rollback tags too) go."""
+    dep = new_deployment(tmp)
     own = [f"{OWN_REPO}/nginx:{dep.prefix}", f"{OWN_REPO}/singleuser:{dep.prefix}"]
     try:
-        dep.settings["HOSTKIT_HUB_IMAGE"] = old_hub_image(tmp_path_factory.mktemp("pins"))
+        dep.settings["HOSTKIT_HUB_IMAGE"] = old_hub_image(tmp)
         shared = (("HOSTKIT_NGINX_IMAGE", "hostkit/nginx:trixie"),
                   ("HOSTKIT_NOTEBOOK_IMAGE", "hostkit/singleuser:full"))
         current = {key: _image_id(ref) for key, ref in shared}
@@ -90,6 +91,14 @@ def old(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         for tag in [*own, *rollback_tags, f"{OWN_REPO}/singleuser-next:{dep.prefix}",
                     f"{OWN_REPO}/broken-hub:{dep.prefix}"]:
             _docker("rmi", tag, check=False)
+
+
+@pytest.fixture(scope="module")
+def old(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    if shutil.which("docker") is None or _docker("info", check=False).returncode != 0:
+        pytest.fail("these tests need a running dockerd")
+    with old_deployment(tmp_path_factory.mktemp("upgrade")) as dep:
+        yield dep
 
 
 @pytest.fixture(scope="module")
