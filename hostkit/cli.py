@@ -182,6 +182,10 @@ from hostkit.cli_backup import restore as _restore  # noqa: E402
 app.command("backup")(_backup)
 app.command("restore")(_restore)
 
+from hostkit.cli_upgrade import upgrade as _upgrade  # noqa: E402
+
+app.command("upgrade")(_upgrade)
+
 # several servers as one Docker Swarm
 from hostkit.cli_cluster import cluster_app as _cluster_app  # noqa: E402
 

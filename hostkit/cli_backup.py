@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import contextlib
 import json
 import sys
 import time
@@ -16,6 +17,7 @@ from hostkit.cli_options import OutputFormat, RootOption, format_option
 from hostkit.cli_stack import DirOption, users_app
 from hostkit.errors import HostkitError, UsageError
 from hostkit.host import LocalHost
+from hostkit.locking import deployment_lock
 from hostkit.settings import DEFAULTS
 from hostkit.stack import Stack
 
@@ -80,10 +82,11 @@ def backup(
             typer.echo(line)
         return
     stack = Stack(host, str(directory), log=_echo)
-    if stop_idle:
-        _stop_idle(stack)
     request = BackupRequest(dest=dest, users=list(users), volumes=volumes, dry_run=dry_run)
-    result = BackupMaker(stack, request, log=_echo).run()
+    with contextlib.nullcontext() if dry_run else deployment_lock(host, str(directory), "backup"):
+        if stop_idle:
+            _stop_idle(stack)
+        result = BackupMaker(stack, request, log=_echo).run()
     if dry_run:
         typer.echo(f"would write {result.path}:")
         for line in result.planned:
@@ -144,7 +147,8 @@ def restore(
         if refused:
             typer.echo("would refuse without --force: " + "; ".join(refused))
         return
-    report = restorer.apply(report)
+    with deployment_lock(host, str(directory), "restore"):
+        report = restorer.apply(report)
     for line in report.done:
         typer.echo(line)
     for line in report.kept:
@@ -196,7 +200,8 @@ def users_delete(
     backup_path = ""
     if volume:
         _root_only(host)
-        result = BackupMaker(stack, BackupRequest(dest=dest, users=[name]), log=_echo).run()
+        with deployment_lock(host, str(directory), "backup"):
+            result = BackupMaker(stack, BackupRequest(dest=dest, users=[name]), log=_echo).run()
         backup_path = result.path
         typer.echo(f"backed up {volume} to {backup_path}")
     for line in delete_account(stack, name):

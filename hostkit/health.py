@@ -58,6 +58,7 @@ def failed_checks(results: list[CheckResult]) -> list[str]:
 # websocket runs the code. The path a user's notebook takes, from the server inward.
 KERNEL_CLIENT = r"""
 import json, os, sys, uuid, urllib.request
+from tornado.httpclient import HTTPRequest
 from tornado.ioloop import IOLoop
 from tornado.websocket import websocket_connect
 
@@ -73,10 +74,8 @@ def call(method, path, body=None):
     return json.loads(text) if text else None
 
 async def run(kernel_id):
-    ws = await websocket_connect(
-        __import__("tornado.httpclient").httpclient.HTTPRequest(
-            base.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels", headers=auth),
-        connect_timeout=60)
+    url = base.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels"
+    ws = await websocket_connect(HTTPRequest(url, headers=auth, connect_timeout=60, request_timeout=60))
     msg_id = uuid.uuid4().hex
     ws.write_message(json.dumps({
         "header": {"msg_id": msg_id, "username": "", "session": uuid.uuid4().hex,
@@ -160,13 +159,18 @@ class Canary:
         return f"{prefix}-{self.name}"
 
     def _ensure_account(self) -> None:
-        from hostkit.accounts import reset_password
+        """An approved sign-up (what a person logs in with) and the hub user (what spawns):
+        the hub makes the latter only at a first login, which the canary never does."""
+        from hostkit.accounts import hub_api, reset_password
 
         password = secrets.token_urlsafe(24)
         if any(u["name"] == self.name for u in self.stack.users()):
             reset_password(self.stack, self.name, password)
         else:
             self.stack.create_user(self.name, password)
+        status, text = hub_api(self.stack, "POST", f"/api/users/{self.name}")
+        if status not in (201, 409):  # 409: the hub user exists already
+            raise HostkitError(f"the hub refused to add user {self.name}: HTTP {status} {text[:200]}")
 
     def _wait_ready(self, timeout: float) -> str:
         from hostkit.accounts import hub_api

@@ -287,14 +287,33 @@ class ImageBuilder:
             files["ca/hostkit-extra.crt"] = (self._ca, 0o644)
         return files
 
+    def wanted_hash(self, spec: ImageSpec) -> Optional[str]:
+        """The input hash an image built from `spec` carries; None while its base is missing."""
+        base_id = self.image_id(spec.build_args["BASE_IMAGE"])
+        if base_id is None:
+            return None
+        files = self._context_files(spec)
+        return input_hash({k: c for k, (c, _) in files.items()}, spec.build_args, base_id, self._ca)
+
+    def planned_specs(self) -> dict[str, ImageSpec]:
+        """The hub, nginx and single-user specs on the base images already here (nothing is
+        pulled or built): what `build_all` would make, for comparing with what runs."""
+        v = self.versions
+        debian = v["UPSTREAM_DEBIAN_IMAGE"] if self.options.base != "local" else ""
+        if not debian or not self.image_id(debian):
+            debian = f"{self.options.repository}/debian:{v['DEBIAN_SUITE']}"
+        notebook = v["UPSTREAM_NOTEBOOK_IMAGE"] if self.options.base != "local" else ""
+        if not notebook or not self.image_id(notebook):
+            notebook = self.notebook_base_spec(debian).name
+        return self.specs(debian, notebook)
+
     # ---- builds --------------------------------------------------------------------
     def build(self, role: str, spec: ImageSpec, report: BuildReport) -> str:
         """Build one image unless an image with the same input hash exists."""
-        base_id = self.image_id(spec.build_args["BASE_IMAGE"])
-        if base_id is None:
+        wanted = self.wanted_hash(spec)
+        if wanted is None:
             raise HostkitError(f"base image {spec.build_args['BASE_IMAGE']} is missing")
         files = self._context_files(spec)
-        wanted = input_hash({k: c for k, (c, _) in files.items()}, spec.build_args, base_id, self._ca)
         report.images[role] = spec.name
         if not self.options.force and self.image_label(spec.name) == wanted:
             self.log(f"{spec.name}: up to date")
