@@ -31,6 +31,25 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("HOSTKIT_TEST_ARTIFACTS", "/tmp/hostkit-test-artifacts"))
 PACKAGE_SET = os.environ.get("HOSTKIT_TEST_PACKAGE_SET", "full")
 BUILD_FLAGS = ["--base", "local", "--package-set", PACKAGE_SET]
+# A hub image made by hand from this checkout's inputs (e.g. FROM the shared tag with this
+# checkout's hostkit_dockerproxy.py copied in): stacks start from it and nothing is built, so
+# a checkout whose hub inputs differ does not rebuild a tag others share on the machine.
+GIVEN_HUB_IMAGE = os.environ.get("HOSTKIT_TEST_HUB_IMAGE", "")
+
+
+def given_images() -> dict[str, str]:
+    """With HOSTKIT_TEST_HUB_IMAGE: the settings that name it and the other images as
+    `stack build` tags them (already on this machine); empty otherwise."""
+    if not GIVEN_HUB_IMAGE:
+        return {}
+    from hostkit.images import parse_versions
+
+    suite = parse_versions((REPO / "stack" / "versions.env").read_text())["DEBIAN_SUITE"]
+    return {
+        "HOSTKIT_HUB_IMAGE": GIVEN_HUB_IMAGE,
+        "HOSTKIT_NGINX_IMAGE": f"hostkit/nginx:{suite}",
+        "HOSTKIT_NOTEBOOK_IMAGE": f"hostkit/singleuser:{PACKAGE_SET}",
+    }
 
 
 def free_port() -> int:
@@ -111,8 +130,8 @@ class Deployment:
         return hostkit(*args, "--deploy-dir", str(self.directory), check=check, timeout=timeout)
 
     def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        flags: list[str] = []
-        for key, value in self.settings.items():
+        flags: list[str] = ["--no-build"] if GIVEN_HUB_IMAGE else []
+        for key, value in {**given_images(), **self.settings}.items():
             flags += ["--set", f"{key}={value}"]
         return hostkit(
             "stack",

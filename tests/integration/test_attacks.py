@@ -22,7 +22,7 @@ import pytest
 from stack_support import (
     ARTIFACTS,
     BUILD_FLAGS,
-    PACKAGE_SET,
+    GIVEN_HUB_IMAGE,
     REPO,
     Deployment,
     HubUser,
@@ -36,7 +36,6 @@ from stack_support import (
 
 from hostkit import certs, renewal
 from hostkit.host import LocalHost
-from hostkit.images import parse_versions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -101,25 +100,13 @@ def dep(tmp_path_factory: pytest.TempPathFactory, host_ports: dict[str, int]) ->
     deployment.settings["HOSTKIT_CERT_RENEWAL"] = "on"  # removed again below
     with torn_down(deployment, "attacks"):
         deployment.settings["HOSTKIT_HUB_IMAGE"] = _pinned_hub_image(deployment.prefix)
-        extra: list[str] = []
-        if GIVEN_HUB_IMAGE:  # the other images as `stack build` tags them, already on this machine
-            suite = parse_versions((REPO / "stack" / "versions.env").read_text())["DEBIAN_SUITE"]
-            deployment.settings["HOSTKIT_NGINX_IMAGE"] = f"hostkit/nginx:{suite}"
-            deployment.settings["HOSTKIT_NOTEBOOK_IMAGE"] = f"hostkit/singleuser:{PACKAGE_SET}"
-            extra = ["--no-build"]
         try:
-            proc = deployment.up(*extra)
+            proc = deployment.up()
             assert f"https://localhost:{deployment.port}/" in proc.stdout, proc.stderr
             yield deployment
         finally:
             renewal.remove_schedule(LocalHost("/"), str(deployment.directory))
     _docker("rmi", deployment.settings["HOSTKIT_HUB_IMAGE"], check=False)
-
-
-# A hub image made by hand from this checkout's inputs (e.g. FROM the shared tag with this
-# checkout's hostkit_dockerproxy.py copied in): the stack starts from it and nothing is
-# built, so a checkout whose hub inputs differ does not rebuild a tag others share.
-GIVEN_HUB_IMAGE = os.environ.get("HOSTKIT_TEST_HUB_IMAGE", "")
 
 
 def _pinned_hub_image(prefix: str) -> str:
