@@ -75,8 +75,6 @@ ENV_DEFAULTS: dict[str, str] = {
     "HOSTKIT_ALLOWED_FAILED_LOGINS": "5",
     "HOSTKIT_LOCKOUT_SECONDS": "600",
     "HOSTKIT_START_TIMEOUT": "600",
-    # the hub's CPU weight against users' containers (1024 each) when the CPU is contended
-    "HOSTKIT_HUB_CPU_SHARES": "4096",
     # host ports users' containers may open on the host (hostkit-host), e.g. a PostgreSQL;
     # every other port of the host, other users and link-local addresses are dropped
     "HOSTKIT_HOST_PORTS": "5432",
