@@ -145,11 +145,12 @@ def render_settings_toml(existing_text: str, updates: dict[str, Any]) -> str:
 def admission_settings(cpus: int, memory_bytes: int, settings: Settings = DEFAULTS) -> dict[str, str]:
     """The hub's admission limits for a host, as `.env` settings.
 
-    Servers boot one per core at a time (booting is CPU-bound); as many may run as memory
-    holds; everyone who may run one may wait in the queue; and the start timeout covers a
-    place at the end of that queue.
+    Servers boot two per core at a time: booting is mostly CPU, but part of it is Docker
+    creating and starting the container (bench/spawn.py, 20 users on 2 cores: 4 slots gave
+    p50 31 s, 2 slots 60 s, no queue 66 s). As many may run as memory holds; everyone who
+    may run one may wait in the queue; the start timeout covers a place at its end.
     """
-    slots = max(1, cpus)
+    slots = max(1, 2 * cpus)
     spare_gib = memory_bytes / 2**30 - settings.reserved_memory_gib
     servers = max(slots, int(spare_gib / settings.server_memory_gib))
     start_timeout = max(600, 120 + math.ceil(servers / slots) * settings.server_boot_seconds)

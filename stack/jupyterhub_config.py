@@ -238,9 +238,9 @@ c.NativeAuthenticator.seconds_before_next_try = env_int("HOSTKIT_LOCKOUT_SECONDS
 # ---- spawner -----------------------------------------------------------------------
 # A class logging in at once: booting a server is CPU-bound (imports, then the kernel), so
 # N servers booting together on fewer cores all become ready late, together. The hub boots
-# HOSTKIT_SPAWN_SLOTS at a time (one per core), first come first served; the others wait in
+# HOSTKIT_SPAWN_SLOTS at a time (two per core), first come first served; the others wait in
 # order on the spawn page, which says so. Sized by `hostkit stack up` from the host.
-SPAWN_SLOTS = max(1, env_int("HOSTKIT_SPAWN_SLOTS", 2))
+SPAWN_SLOTS = max(1, env_int("HOSTKIT_SPAWN_SLOTS", 4))
 BOOT_QUEUE: list[Any] = []  # spawners waiting for a slot, oldest first
 _boot_slots: list[asyncio.Semaphore] = []  # made in the hub's event loop, on first use
 

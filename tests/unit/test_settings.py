@@ -67,16 +67,16 @@ def test_the_command_line_defaults_are_the_settings_defaults() -> None:
     assert DEFAULTS.public_port == DEFAULT_PORT
 
 
-def test_admission_boots_one_server_per_core_and_admits_as_many_as_memory_holds() -> None:
+def test_admission_boots_two_servers_per_core_and_admits_as_many_as_memory_holds() -> None:
     from hostkit.settings import admission_settings
 
     gib = 2**30
     small = admission_settings(2, 24 * gib)  # the 2-core, 24 GiB machine of bench/spawn.py
-    assert small["HOSTKIT_SPAWN_SLOTS"] == "2"
+    assert small["HOSTKIT_SPAWN_SLOTS"] == "4"
     assert small["HOSTKIT_ACTIVE_SERVER_LIMIT"] == "44"  # (24 - 2 reserved) / 0.5 GiB
     assert small["HOSTKIT_SPAWN_QUEUE_LIMIT"] == small["HOSTKIT_ACTIVE_SERVER_LIMIT"]
-    # the last of 44 in a queue served two at a time still starts before the timeout
-    assert int(small["HOSTKIT_START_TIMEOUT"]) >= 22 * 30
-    tiny = admission_settings(1, 2 * gib)  # nothing to spare: still one server
-    assert tiny["HOSTKIT_ACTIVE_SERVER_LIMIT"] == "1"
+    # the last of 44 in a queue served four at a time still starts before the timeout
+    assert int(small["HOSTKIT_START_TIMEOUT"]) >= 11 * 30
+    tiny = admission_settings(1, 2 * gib)  # no memory to spare: still the boot slots
+    assert tiny["HOSTKIT_ACTIVE_SERVER_LIMIT"] == "2"  # one per slot at least
     assert tiny["HOSTKIT_START_TIMEOUT"] == "600"  # never below the old fixed value
