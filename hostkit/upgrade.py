@@ -242,14 +242,16 @@ class Upgrader:
 
         self.phase(6, "starting the stack on the new images with the migrated database")
         aside = f"{hub_dir}/{HUB_DB}.{PRE_UPGRADE}-{self.stamp}"
-        self.host.rename(f"{hub_dir}/{HUB_DB}", aside)
-        self.host.rename(migrated, f"{hub_dir}/{HUB_DB}")
-        self.host.rmtree(migrated.rsplit("/", 1)[0])
-        self.stack.write_env({**self.request.overrides, **wanted, **extra})
-
-        self.phase(7, "health gate: the doctor's stack checks, then a canary user runs code")
-        reason = self._gate()
-        downtime = self.healthy_at - down_since
+        try:
+            self.host.rename(f"{hub_dir}/{HUB_DB}", aside)
+            self.host.rename(migrated, f"{hub_dir}/{HUB_DB}")
+            self.host.rmtree(migrated.rsplit("/", 1)[0])
+            self.stack.write_env({**self.request.overrides, **wanted, **extra})
+            self.phase(7, "health gate: the doctor's stack checks, then a canary user runs code")
+            reason = self._gate()
+        except HostkitError as exc:  # the hub is down: whatever broke, the old stack comes back
+            reason = f"switching to the new stack: {exc.message}"
+        downtime = max(0.0, self.healthy_at - down_since)
         if reason:
             self.log(f"  health gate failed: {reason}")
             self.log("  rolling back to the old images and the old database")
@@ -408,9 +410,10 @@ class Upgrader:
         the database it replaces stays beside it as jupyterhub.sqlite.REPLACED-STAMP."""
         self.stack.compose("stop", timeout=180, check=False)
         live = f"{hub_dir}/{HUB_DB}"
-        if self.host.exists(live):
-            self.host.rename(live, f"{live}.{replaced}-{self.stamp}")
-        self.host.rename(aside, live)
+        if self.host.exists(aside):  # else the old database never left its place
+            if self.host.exists(live):
+                self.host.rename(live, f"{live}.{replaced}-{self.stamp}")
+            self.host.rename(aside, live)
         images = {}
         for key, old in before["images"].items():
             now_id = image_facts(self.stack, old["name"])[0]

@@ -14,6 +14,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,11 +58,10 @@ def old_hub_image(tmp: Path) -> str:
 
 def derived_image(base: str, tag: str, instructions: str) -> str:
     """A tiny image FROM `base` under a tag of this module's own (the build lock is held)."""
-    context = Path(f"/tmp/{tag.replace('/', '_').replace(':', '_')}")
-    context.mkdir(exist_ok=True)
-    (context / "Dockerfile").write_text(f"FROM {base}\n{instructions}\n")
-    subprocess.run(["flock", "/tmp/hostkit-build.lock", "docker", "build", "-q", "-t", tag, str(context)],
-                   check=True, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as context:
+        (Path(context) / "Dockerfile").write_text(f"FROM {base}\n{instructions}\n")
+        subprocess.run(["flock", "/tmp/hostkit-build.lock", "docker", "build", "-q", "-t", tag, context],
+                       check=True, capture_output=True, text=True)
     return tag
 
 
