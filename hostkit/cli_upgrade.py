@@ -51,8 +51,11 @@ def upgrade(
     fmt: OutputFormat = format_option(),
     root: str = RootOption,
 ) -> None:
-    """Upgrade to this hostkit's pins: backup, new images beside the old, database migrated on
-    a copy, health gate (doctor + a canary user's kernel); rolls back by itself on failure."""
+    """Upgrade to this hostkit's pins, gated on health; rolls back by itself on failure.
+
+    A backup, new images beside the old ones, the database migrated on a copy, then a health
+    gate: the doctor's stack checks and a canary user's kernel running code.
+    """
     from hostkit.images import ImageBuilder
     from hostkit.upgrade import Upgrader, UpgradeRequest, check, rollback_last
 
