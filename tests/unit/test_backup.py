@@ -280,3 +280,25 @@ def test_schedule_with_systemd_installs_and_enables_a_timer(tmp_path: Path) -> N
     assert "hostkit backup --dest" in host.read_text("/etc/systemd/system/hostkit-backup.service")
     assert ("systemctl", "enable", "--now", "hostkit-backup.timer") in host.calls
     assert not host.exists(CRON_FILE)
+
+
+def test_the_admins_hub_additions_and_the_acme_account_key_survive_a_restore_on_a_fresh_host(
+        site: tuple[VolumeHost, Stack]) -> None:
+    """jupyterhub_config.d/ is where the admin's own hub settings live (hostkit never writes
+    there), and the ACME account key is what a certificate authority knows the site by: a
+    restore onto a fresh host that lacks them loses the admin's work and the account."""
+    host, stack = site
+    host.files({f"{DEPLOY}/jupyterhub_config.d/50-course.py": "c.Spawner.default_url = '/lab'\n",
+                f"{DEPLOY}/acme/account.key": "ACCOUNT KEY\n"})
+    host.chmod(f"{DEPLOY}/acme/account.key", 0o600)
+    _backup(stack)
+    for volume in ("jupyterhub-user-alice", "jupyterhub-user-bob", "hostkit-hub-data"):
+        host.rmtree(f"{VOLUMES}/{volume}")
+    for gone in ("jupyterhub_config.d", "acme"):
+        host.rmtree(f"{DEPLOY}/{gone}")
+    backup = find_backup(host, "latest", "/backups")
+    restorer = Restorer(stack, backup, users=[], force=False)
+    restorer.apply(restorer.plan())
+    assert host.read_text(f"{DEPLOY}/jupyterhub_config.d/50-course.py") == "c.Spawner.default_url = '/lab'\n"
+    assert host.read_text(f"{DEPLOY}/acme/account.key") == "ACCOUNT KEY\n"
+    assert host.stat(f"{DEPLOY}/acme/account.key").st_mode & 0o777 == 0o600
