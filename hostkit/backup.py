@@ -48,6 +48,7 @@ MANIFEST = "manifest.json"
 PARTIAL = ".partial-"
 NAME_RE = re.compile(r"^hostkit-\d{8}T\d{6}Z$")
 HUB_DB = "jupyterhub.sqlite"
+KEPT_DIRECTORIES = ("certs", "jupyterhub_config.d", "acme")  # of the deploy directory, one level
 COOKIE_SECRET = "jupyterhub_cookie_secret"  # noqa: S105 - a file name
 SETTINGS_PATH = "/etc/hostkit/hostkit.toml"
 TAR_FLAGS = ("--numeric-owner", "--xattrs", "--format=posix")
@@ -208,8 +209,11 @@ class BackupMaker:
         """(host path, path in the backup) of the deploy directory's files and the settings."""
         d = self.stack.directory
         out = [(f"{d}/{n}", f"config/deploy/{n}") for n in (".env", *STACK_FILES)]
-        out += [(p, f"config/deploy/certs/{p.rsplit('/', 1)[1]}")
-                for p in self.host.glob(f"{d}/certs", "*") if not self.host.path(p).is_dir()]
+        # certificates and keys; the admin's own hub settings (hostkit never writes there);
+        # the ACME account key, which the certificate authority knows the site by
+        for sub in KEPT_DIRECTORIES:
+            out += [(p, f"config/deploy/{sub}/{p.rsplit('/', 1)[1]}")
+                    for p in self.host.glob(f"{d}/{sub}", "*") if not self.host.path(p).is_dir()]
         out.append((SETTINGS_PATH, "config/etc/hostkit.toml"))
         return [(src, rel) for src, rel in out if self.host.exists(src)]
 
