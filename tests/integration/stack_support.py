@@ -88,6 +88,20 @@ def sslyze_command() -> list[str]:
     pytest.fail("sslyze is needed: python3 -m venv V; V/bin/pip install sslyze; HOSTKIT_SSLYZE=V/bin/sslyze")
 
 
+def sslyze_mozilla_intermediate(target: str, ca_file: Path, report_name: str) -> None:
+    """sslyze's Mozilla "intermediate" check of TARGET (host:port{ip}) trusting CA_FILE; its
+    output is kept in the artifacts directory as REPORT_NAME.txt."""
+    scan = subprocess.run(
+        [*sslyze_command(), "--mozilla_config=intermediate", f"--certinfo_ca_file={ca_file}",
+         f"--json_out={ARTIFACTS / (report_name + '.json')}", target],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"{report_name}.txt").write_text(scan.stdout + scan.stderr)
+    assert scan.returncode == 0, scan.stdout[-3000:] + scan.stderr[-2000:]
+    assert "Compliant" in scan.stdout, scan.stdout[-3000:]
+
+
 def docker_json(*args: str) -> Any:
     out = subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
     return json.loads(out)

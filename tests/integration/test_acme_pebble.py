@@ -23,13 +23,21 @@ from typing import Any
 import pytest
 import requests
 from cryptography import x509
-from stack_support import Deployment, docker_json, free_port, hostkit, new_deployment, sslyze_command
+from stack_support import (
+    ARTIFACTS,
+    Deployment,
+    docker_json,
+    free_port,
+    hostkit,
+    new_deployment,
+    sslyze_mozilla_intermediate,
+    torn_down,
+)
 
 from hostkit import certs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ARTIFACTS = Path(os.environ.get("HOSTKIT_TEST_ARTIFACTS", "/tmp/hostkit-test-artifacts"))
 NAME = "hub.hostkit.test"  # resolved by pebble-challtestsrv to 127.0.0.1, where nginx listens
 
 
@@ -54,18 +62,11 @@ def _wait_for(url: str, verify: str, what: str, proc: subprocess.Popen[bytes], l
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    if shutil.which("docker") is None:
-        pytest.fail("these tests need a running dockerd")
     deployment = new_deployment(tmp_path_factory.mktemp("acme"))
     deployment.settings["HOSTKIT_HTTP_PORT"] = str(free_port())
-    try:
+    with torn_down(deployment, "acme"):
         deployment.up()
         yield deployment
-    finally:
-        logs = deployment.cli("stack", "logs", "--tail", "300", check=False)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "acme-stack-logs.txt").write_text(logs.stdout + logs.stderr)
-        deployment.cli("stack", "down", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -227,13 +228,4 @@ def test_renew_gets_a_new_acme_certificate_and_nginx_serves_it_without_a_restart
 
 
 def test_pebble_certificate_passes_sslyze_mozilla_intermediate(stack: Deployment, pebble: Pebble) -> None:
-    report = stack.directory.parent / "sslyze-acme.json"
-    scan = subprocess.run(
-        [*sslyze_command(), "--mozilla_config=intermediate", f"--certinfo_ca_file={pebble.root}",
-         f"--json_out={report}", f"{NAME}:{stack.port}{{127.0.0.1}}"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "sslyze-acme.txt").write_text(scan.stdout + scan.stderr)
-    assert scan.returncode == 0, scan.stdout[-3000:] + scan.stderr[-2000:]
-    assert "Compliant" in scan.stdout, scan.stdout[-3000:]
+    sslyze_mozilla_intermediate(f"{NAME}:{stack.port}{{127.0.0.1}}", pebble.root, "sslyze-acme")

@@ -20,7 +20,6 @@ from typing import Any, Optional
 
 import pytest
 from stack_support import (
-    ARTIFACTS,
     BUILD_FLAGS,
     GIVEN_HUB_IMAGE,
     REPO,
@@ -30,7 +29,7 @@ from stack_support import (
     free_port,
     hostkit,
     new_deployment,
-    sslyze_command,
+    sslyze_mozilla_intermediate,
     torn_down,
 )
 
@@ -570,16 +569,7 @@ def test_site_ca_certificate_passes_sslyze_mozilla_intermediate(dep: Deployment)
     ca_dir = str(dep.directory / "ca")
     assert not any(str(m.get("Source", "")).startswith(ca_dir) for m in hub["Mounts"])  # the CA stays out
     time.sleep(2)  # nginx's reload
-    report = dep.directory.parent / "sslyze.json"
-    scan = subprocess.run(
-        [*sslyze_command(), "--mozilla_config=intermediate", f"--certinfo_ca_file={ca_file}",
-         f"--json_out={report}", f"localhost:{dep.port}{{127.0.0.1}}"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "sslyze.txt").write_text(scan.stdout + scan.stderr)
-    assert scan.returncode == 0, scan.stdout[-3000:] + scan.stderr[-2000:]
-    assert "Compliant" in scan.stdout, scan.stdout[-3000:]
+    sslyze_mozilla_intermediate(f"localhost:{dep.port}{{127.0.0.1}}", ca_file, "sslyze")
 
 
 def test_the_daily_renewal_renews_a_certificate_near_expiry_and_nginx_serves_it(dep: Deployment) -> None:
