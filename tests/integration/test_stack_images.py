@@ -103,6 +103,46 @@ def test_full_user_image_has_the_seed_extensions_enabled(full_images: dict[str, 
     assert "gid=100(" in ident
 
 
+# Run inside the image: a server starts, offers the Python language server found when the
+# image was built (without searching again), and that server answers an LSP `initialize`.
+LANGUAGE_SERVER_PROBE = """
+import json, subprocess, sys, time, urllib.request
+from tornado import ioloop, websocket
+base = "http://127.0.0.1:8899"
+log = open("/tmp/server.log", "w")
+server = subprocess.Popen(["jupyter", "server", "--port=8899", "--IdentityProvider.token=t"],
+                          stdout=log, stderr=subprocess.STDOUT)
+for _ in range(300):
+    try:
+        status = json.load(urllib.request.urlopen(base + "/lsp/status?token=t"))
+        break
+    except Exception:
+        time.sleep(0.1)
+print("specs", sorted(status["specs"]))
+async def initialize():
+    ws = await websocket.websocket_connect("ws://127.0.0.1:8899/lsp/ws/pylsp?token=t")
+    ws.write_message(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"processId": None, "rootUri": None, "capabilities": {}}}))
+    while True:
+        reply = json.loads(await ws.read_message())
+        if reply.get("id") == 0:
+            return reply
+reply = ioloop.IOLoop.current().run_sync(initialize, timeout=120)
+print("initialize", "completionProvider" in reply["result"]["capabilities"])
+server.terminate()
+server.wait(30)
+log.close()
+print("searched", "Skipped non-installed" in open("/tmp/server.log").read())
+"""
+
+
+def test_the_python_language_server_is_pinned_at_build_time_and_answers(full_images: dict[str, str]) -> None:
+    out = _in_image(full_images["singleuser"], "python", "-c", LANGUAGE_SERVER_PROBE)
+    assert "specs ['pylsp']" in out, out
+    assert "initialize True" in out, out
+    assert "searched False" in out, out  # no language-server search at each start
+
+
 def test_full_user_image_runs_spark_pandas_api_and_the_seed_libraries(full_images: dict[str, str]) -> None:
     code = (
         "import psycopg2, bokeh, plotly, pandas\n"
