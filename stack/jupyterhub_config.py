@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Optional
 
 from dockerspawner import DockerSpawner
@@ -143,14 +142,6 @@ def client_address(handler: Any) -> str:
     return peer
 
 
-# Password checks (bcrypt, a third of a CPU-second each) run on threads of their own, one
-# per core, in arrival order. On the hub's default pool (cores + 4 threads) a class's
-# logins all share the CPU and all finish late, together, before the first server starts
-# booting; one per core, the first to arrive are in and booting while the last still wait.
-LOGIN_THREADS = max(1, env_int("HOSTKIT_LOGIN_THREADS", os.cpu_count() or 2))
-PASSWORD_CHECKS = ThreadPoolExecutor(LOGIN_THREADS, thread_name_prefix="password-check")
-
-
 class HostkitAuthenticator(NativeAuthenticator):
     """NativeAuthenticator whose admin account is made by the installer, never at sign-up.
 
@@ -179,12 +170,10 @@ class HostkitAuthenticator(NativeAuthenticator):
         if self.allowed_failed_logins and self.is_blocked(key):
             self.log.warning("login refused for %s: locked out after failed attempts", key)
             return None
-        # bcrypt in a thread (it releases the GIL), so a class logging in at once does not
-        # stall every other request of the hub behind it
+        # bcrypt takes a third of a second of CPU: in a thread (it releases the GIL), so a
+        # class logging in at once does not stall every other request of the hub behind it
         password = data["password"]
-        valid = await asyncio.get_running_loop().run_in_executor(
-            PASSWORD_CHECKS, user.is_valid_password, password
-        )
+        valid = await asyncio.get_running_loop().run_in_executor(None, user.is_valid_password, password)
         checks = [user.is_authorized, valid]
         if user.has_2fa:
             checks.append(user.is_valid_token(data.get("2fa")))

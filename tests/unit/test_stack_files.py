@@ -340,22 +340,3 @@ def test_busy_page_says_the_server_is_queued_and_retries_after_the_hubs_suggesti
     assert "page.js" in page  # JupyterHub's own scripts stay
     assert "window.location.replace" in page
 
-
-def test_password_checks_run_in_arrival_order_one_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
-    _, ns = _load_hub_config(monkeypatch, {})
-    assert ns["LOGIN_THREADS"] == 8
-    _, ns = _load_hub_config(monkeypatch, {"HOSTKIT_LOGIN_THREADS": "1"})
-    checks = ns["PASSWORD_CHECKS"]
-    finished: list[int] = []
-    gate = __import__("threading").Event()
-
-    def check(n: int) -> None:
-        gate.wait(5)  # the first check holds the only thread; the others queue behind it
-        finished.append(n)
-
-    futures = [checks.submit(check, n) for n in range(4)]
-    gate.set()
-    for future in futures:
-        future.result(5)
-    assert finished == [0, 1, 2, 3]
