@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hostkit.errors import HostkitError, UsageError
 from hostkit.stack import Stack
@@ -145,3 +146,74 @@ def volume_usage(stack: Stack) -> list[VolumeUsage]:
         size = tree_fingerprint(stack.host, mountpoint)[2] if mountpoint else 0
         out.append(VolumeUsage(user, volume, size, None if accounts is None else user in accounts))
     return out
+
+
+# ---- servers started ahead of a class ------------------------------------------------------
+@dataclass(frozen=True)
+class ServerStart:
+    user: str
+    outcome: str  # "ready", "running already", or why not
+    ok: bool
+
+
+def users_without_a_server(stack: Stack) -> list[str]:
+    """Hub users (everyone who has logged in once) with no server, the admin left out."""
+    status, text = hub_api(stack, "GET", "/api/users")
+    if status != 200:
+        raise HostkitError(f"the hub did not list its users: HTTP {status} {_message(text)}")
+    admin = stack.env().get("HOSTKIT_ADMIN", "admin")
+    return sorted(u["name"] for u in json.loads(text) if not u.get("servers") and u["name"] != admin)
+
+
+def _refusal(status: int, text: str) -> str:
+    if status == 404:
+        return "not a hub user yet (appears at the first login)"
+    if status == 429:
+        return "refused: the hub is full (HOSTKIT_ACTIVE_SERVER_LIMIT, HOSTKIT_SPAWN_QUEUE_LIMIT)"
+    return f"refused: HTTP {status} {_message(text)}"
+
+
+def start_servers(
+    stack: Stack,
+    names: list[str],
+    log: Callable[[str], None],
+    timeout: float = 1800,
+    every: float = 3.0,
+) -> list[ServerStart]:
+    """Start these users' servers through the hub and wait until each answers.
+
+    They go through the hub's own queue (`HOSTKIT_SPAWN_SLOTS` at a time), with each user's
+    own volume, limits and image, exactly as if they had pressed "Start": only earlier.
+    """
+    outcomes: dict[str, ServerStart] = {}
+    waiting: list[str] = []
+    for name in names:
+        status, text = hub_api(stack, "POST", f"/api/users/{name}/server")
+        if status in (201, 202):
+            waiting.append(name)
+        elif status == 400 and "already" in _message(text):
+            outcomes[name] = ServerStart(name, "running already", True)
+        else:
+            outcomes[name] = ServerStart(name, _refusal(status, text), False)
+    log(f"asked for {len(waiting)} servers; the hub starts them in turn")
+    deadline = time.monotonic() + timeout
+    while waiting:
+        status, text = hub_api(stack, "GET", "/api/users")
+        servers = {u["name"]: u.get("servers", {}).get("") for u in json.loads(text)} if status == 200 else {}
+        for name in list(waiting):
+            server = servers.get(name)
+            if server and server.get("ready"):
+                outcomes[name] = ServerStart(name, "ready", True)
+                waiting.remove(name)
+            elif status == 200 and not server:  # neither pending nor ready: the spawn failed
+                outcomes[name] = ServerStart(name, "failed to start (`hostkit stack logs` says why)", False)
+                waiting.remove(name)
+        ready = sum(o.outcome == "ready" for o in outcomes.values())
+        log(f"{ready} ready, {len(waiting)} starting")
+        if waiting and time.monotonic() > deadline:
+            for name in waiting:
+                outcomes[name] = ServerStart(name, f"not ready after {timeout:.0f} s", False)
+            break
+        if waiting:
+            stack.host.run(["sleep", str(every)])
+    return [outcomes[name] for name in names]

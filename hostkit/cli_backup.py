@@ -253,3 +253,37 @@ def users_volumes(
     if not rows:
         typer.echo("no user volumes")
 
+
+
+@users_app.command("start")
+def users_start(
+    names: Optional[List[str]] = typer.Argument(None, help="Users whose servers to start."),
+    all_users: bool = typer.Option(False, "--all", help="Every hub user without a server (not the admin)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say whose servers would start; start none."),
+    directory: Path = DirOption,
+    fmt: OutputFormat = format_option(),
+    root: str = RootOption,
+) -> None:
+    """Start users' servers now, before a class logs in, so that they find them running.
+
+    Each server is the user's own (volume, limits, image), started through the hub's queue.
+    The idle culler stops a server nobody uses within HOSTKIT_CULL_TIMEOUT (an hour by
+    default): start them less than that before the lecture.
+    """
+    from hostkit.accounts import start_servers, users_without_a_server
+
+    if bool(names) == all_users:
+        raise UsageError("name the users, or give --all (not both)", "hostkit users start alice bob")
+    stack = Stack(LocalHost(root), str(directory))
+    chosen = users_without_a_server(stack) if all_users else list(names or [])
+    if dry_run or not chosen:
+        typer.echo("would start: " + (" ".join(chosen) or "nobody (every hub user has a server)"))
+        return
+    results = start_servers(stack, chosen, log=_echo)
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps({"version": 1, "servers": [r.__dict__ for r in results]}, indent=2))
+    else:
+        for r in results:
+            typer.echo(f"{r.user:24} {r.outcome}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)

@@ -7,6 +7,7 @@ bench/spawn.py's business, not this test's.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import uuid
@@ -97,6 +98,29 @@ def test_ten_students_at_once_all_reach_a_kernel_without_errors(dep: Deployment)
         most = max(most, len(booting))
     assert len([s for s, _ in events if s]) == CLASS_SIZE
     assert most == SLOTS  # the queue was used, and never more than SLOTS servers booted at once
+
+
+def test_servers_started_before_the_class_are_the_students_own_and_running_at_login(dep: Deployment) -> None:
+    # the ten servers above still run; two students' are stopped, as after a night
+    for name in ("student0", "student1"):
+        user = HubUser(dep, name, PASSWORD)
+        assert user.login()
+        user.stop_server()
+    dry = dep.cli("users", "start", "--all", "--dry-run")
+    assert "would start: student0 student1" in dry.stdout  # not the admin, not running ones
+    started = dep.cli("users", "start", "student0", "student1", "student2")
+    rows = {line.split()[0]: line for line in started.stdout.splitlines()}
+    assert rows["student0"].endswith("ready")
+    assert rows["student1"].endswith("ready")
+    assert rows["student2"].endswith("running already")
+    mounts = json.loads(subprocess.run(
+        ["docker", "inspect", "-f", "{{json .Mounts}}", dep.container_name("student0")],
+        capture_output=True, text=True, check=True).stdout)
+    assert [m["Name"] for m in mounts if m["Type"] == "volume"] == [dep.volume_name("student0")]
+    user = HubUser(dep, "student0", PASSWORD)
+    assert user.login()
+    assert user.server_state()["servers"][""]["ready"]  # at login, before asking for anything
+    assert user.run_code("1+1", user.token()) == "2"
 
 
 def test_a_full_hub_says_the_server_is_queued_and_retries_instead_of_an_error(dep: Deployment) -> None:

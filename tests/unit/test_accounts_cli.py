@@ -96,3 +96,68 @@ def test_restore_ends_with_the_doctors_stack_checks_and_fails_with_them(
     assert f"doctor stack.https: {status}" in result.output
     if exit_code:
         assert "restored, but the doctor's stack checks fail: stack.https: HTTP 502" in result.output
+
+
+class _Hub:
+    """The hub's REST API as `users start` sees it: each GET of /api/users moves spawns on."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users  # name -> "", "pending", "ready"
+        self.started: list[str] = []
+
+    def __call__(self, stack: object, method: str, path: str, body: object = None) -> tuple[int, str]:
+        import json
+
+        if method == "GET" and path == "/api/users":
+            listing = [{"name": n, "servers": {"": {"ready": s == "ready"}} if s else {}}
+                       for n, s in self.users.items()]
+            self.users = {n: {"pending": "ready", "broken": ""}.get(s, s) for n, s in self.users.items()}
+            return 200, json.dumps(listing)
+        name = path.split("/")[3]
+        if name not in self.users:
+            return 404, json.dumps({"message": f"No such user: {name}"})
+        if self.users[name]:
+            return 400, json.dumps({"message": f"{name} is already running"})
+        self.started.append(name)
+        self.users[name] = "broken" if name == "carol" else "pending"
+        return 202, ""
+
+
+def _deploy_dir(tmp_path: Path) -> None:
+    (tmp_path / "opt/hostkit").mkdir(parents=True)
+    (tmp_path / "opt/hostkit/.env").write_text("HOSTKIT_ADMIN=teacher\n")
+
+
+def test_users_start_all_starts_everyone_without_a_server_and_waits_until_ready(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _deploy_dir(tmp_path)
+    hub = _Hub({"teacher": "", "alice": "", "bob": "ready", "dave": ""})
+    monkeypatch.setattr("hostkit.accounts.hub_api", hub)
+    monkeypatch.setattr("hostkit.host.LocalHost.run", lambda self, argv, **kw: None)  # the sleep
+    dry = runner.invoke(app, ["users", "start", "--all", "--dry-run", "--root", str(tmp_path)])
+    assert dry.exit_code == 0, dry.output
+    assert "would start: alice dave" in dry.output
+    assert hub.started == []
+    result = runner.invoke(app, ["users", "start", "--all", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert hub.started == ["alice", "dave"]  # not the admin, not bob who runs already
+    assert "alice                    ready" in result.output
+    assert "2 ready, 0 starting" in result.output  # progress, until every one answers
+
+
+def test_users_start_names_each_user_it_could_not_start_and_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _deploy_dir(tmp_path)
+    hub = _Hub({"alice": "", "bob": "ready", "carol": ""})
+    monkeypatch.setattr("hostkit.accounts.hub_api", hub)
+    monkeypatch.setattr("hostkit.host.LocalHost.run", lambda self, argv, **kw: None)
+    result = runner.invoke(app, ["users", "start", "alice", "bob", "carol", "zed", "--root", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line[:1].isalpha()}
+    assert lines["alice"].endswith("ready")
+    assert lines["bob"].endswith("running already")
+    assert "failed to start" in lines["carol"]
+    assert "not a hub user yet" in lines["zed"]
+    both = runner.invoke(app, ["users", "start", "alice", "--all", "--root", str(tmp_path)])
+    assert both.exit_code == 2
+    assert "name the users, or give --all" in both.output
