@@ -310,3 +310,56 @@ def test_remove_drains_a_worker_and_its_user_starts_again_on_the_other(cluster: 
     moved.start_server(timeout=600)
     assert cluster.status()["worker2"]["servers"] == sorted([f"jupyter-{name}", f"jupyter-{other}"])
     assert moved.run_code("1+1", moved.token()) == "2"
+
+
+BACKUPS = "/var/backups/hostkit-cluster-test"
+
+
+def _server_node(cluster: Cluster, name: str) -> str:
+    return next(h for h, n in cluster.status().items() if f"jupyter-{name}" in n["servers"])
+
+
+def test_backup_and_restore_cover_users_volumes_on_the_workers(cluster: Cluster) -> None:
+    """A user's files live on a worker: the backup fetches them from there, and a restore
+    puts them back there after the volume is gone."""
+    name = sorted(cluster.users)[0]
+    user = cluster.users[name]
+    node = _server_node(cluster, name)
+    worker = next(w for w in cluster.workers if w.hostname == node)
+    content = f"written on {node} by {name} {os.getpid()}"
+    want = hashlib.sha256(content.encode()).hexdigest()
+    assert user.run_code(f"open('/home/jovyan/work/backed.txt','w').write({content!r})",
+                         user.token()) == str(len(content))
+    start = time.monotonic()
+    res = cluster.hostkit(f"backup --dest {BACKUPS}", check=False)
+    TIMINGS["backup_with_worker_volumes_s"] = time.monotonic() - start
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"{node}: " in res.stderr  # progress names the node the volume is fetched from
+    newest = cluster.manager.sh(f"ls -1d {BACKUPS}/hostkit-* | tail -1").stdout.strip()
+    manifest = json.loads(cluster.manager.sh(f"cat {newest}/manifest.json").stdout)
+    volume = f"jupyterhub-user-{name}"
+    held = {(i.get("node"), i["volume"]) for i in manifest["items"] if i["kind"] == "volume"}
+    assert (node, volume) in held, manifest["items"]
+
+    user.stop_server()
+    deadline = time.monotonic() + 120
+    while worker.sh(f"docker volume rm {volume}", check=False).returncode != 0:  # its task may linger
+        assert time.monotonic() < deadline, worker.sh("docker ps -a").stdout
+        time.sleep(2)
+    dry = cluster.hostkit(f"restore {newest} --users {name} --dry-run", check=False)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"missing  {volume} on {node}" in dry.stdout
+    assert worker.sh(f"docker volume inspect {volume}", check=False).returncode != 0  # dry: nothing done
+    start = time.monotonic()
+    res = cluster.hostkit(f"restore {newest} --users {name}", check=False)
+    TIMINGS["restore_one_worker_volume_s"] = time.monotonic() - start
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"restored volume {volume} on {node}" in res.stdout
+    user.start_server(timeout=600)
+    assert _server_node(cluster, name) == node
+    code = ("import hashlib; hashlib.sha256(open('/home/jovyan/work/backed.txt','rb').read())"
+            ".hexdigest()")
+    assert user.run_code(code, user.token()) == repr(want)
+    # a second restore finds the volume as in the backup and changes nothing
+    again = cluster.hostkit(f"restore {newest} --users {name} --dry-run")
+    assert f"same     {volume} on {node}" in again.stdout
