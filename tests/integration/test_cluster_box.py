@@ -242,18 +242,32 @@ def test_the_doctor_passes_on_the_cluster_and_names_node_and_port_when_one_is_cl
 
     checks = doctor()
     assert {k: v["status"] for k, v in checks.items()} == {
-        "cluster.ports": "pass", "cluster.clocks": "pass", "cluster.images": "pass"}, checks
+        "cluster.ports": "pass", "cluster.clocks": "pass", "cluster.images": "pass",
+        "cluster.udp": "pass", "cluster.mtu": "pass", "cluster.overlay": "pass"}, checks
+    assert "worker1, worker2" in checks["cluster.overlay"]["summary"]
+    assert "1450 + 50 VXLAN" in checks["cluster.mtu"]["summary"]
     worker2 = cluster.workers[1]
-    rule = (f'rule family="ipv4" source address="{cluster.manager.address()}" '
-            'port port="7946" protocol="tcp" accept')
-    worker2.sh(f"firewall-cmd --remove-rich-rule='{rule}'")
+    manager = cluster.manager.address()
+    rules = [f'rule family="ipv4" source address="{manager}" port port="{port}" accept'
+             for port in ('7946" protocol="tcp', '4789" protocol="udp')]
+    for rule in rules:
+        worker2.sh(f"firewall-cmd --remove-rich-rule='{rule}'")
     try:
-        closed = doctor()["cluster.ports"]
-        assert closed["status"] == "fail"
-        assert f"worker2 ({worker2.address()}): 7946/tcp closed" in closed["summary"]
-        assert "worker1" not in closed["summary"]
+        closed = doctor()
+        assert closed["cluster.ports"]["status"] == "fail"
+        assert f"worker2 ({worker2.address()}): 7946/tcp closed" in closed["cluster.ports"]["summary"]
+        assert "worker1" not in closed["cluster.ports"]["summary"]
+        assert closed["cluster.udp"]["status"] == "fail"
+        assert closed["cluster.udp"]["summary"] == (
+            f"worker2 ({worker2.address()}): 4789/udp not open to manager ({manager})")
+        # and by traffic: the hub's packets to worker2's test server are dropped there
+        assert closed["cluster.overlay"]["status"] == "fail", closed["cluster.overlay"]
+        assert closed["cluster.overlay"]["summary"].startswith("worker2: ")
+        assert "worker1" not in closed["cluster.overlay"]["summary"]
     finally:
-        worker2.sh(f"firewall-cmd --add-rich-rule='{rule}'")
+        for rule in rules:
+            worker2.sh(f"firewall-cmd --add-rich-rule='{rule}'")
+    assert not cluster.manager.sh("docker service ls -q --filter label=org.hostkit.probe").stdout.strip()
     # on a worker the cluster checks have nothing to say
     res = cluster.workers[0].sh("hostkit doctor --format json --only cluster", check=False)
     assert {c["status"] for c in json.loads(res.stdout)["checks"]} == {"skip"}
