@@ -202,31 +202,41 @@ class BackupMaker:
         self.request = request
         self.log = log
 
-    def places(self, env: dict[str, str]) -> list[At]:
-        """This host, and on a cluster's manager every worker (users' servers run there)."""
+    def places(self, env: dict[str, str]) -> tuple[list[At], list[str]]:
+        """This host, and on a cluster's manager every ready worker (users' servers run
+        there); "NODE is STATE" of the workers that are not."""
         from hostkit.settings import load_settings
         from hostkit.subsystems import swarm
 
         if not swarm.cluster_mode(env):
-            return [HERE]
+            return [HERE], []
         ssh_user = load_settings(self.host).cluster_ssh_user
-        return [HERE, *swarm.worker_places(swarm.read_nodes(self.host), ssh_user)]
+        workers, down = swarm.worker_places(swarm.read_nodes(self.host), ssh_user)
+        return [HERE, *workers], down
 
     def selected_volumes(self, env: dict[str, str]) -> list[tuple[At, str, str]]:
         """(where, user, volume) of the volumes to back up."""
+        from hostkit.subsystems import swarm
+
         if not self.request.volumes:
             return []
-        found = [(at, user, volume) for at in self.places(env)
-                 for user, volume in user_volumes(self.host, env, at).items()]
-        for at in {at for at, _, _ in found if at.remote}:
-            self.log(f"{at.node}: {sum(1 for a, _, _ in found if a == at)} user volume(s)")
-        if not self.request.users:
-            return found
+        places, down = self.places(env)
+        if down and not self.request.users:
+            raise swarm.unreadable_workers(down)
+        found = []
+        for at in places:
+            here = [(at, user, volume) for user, volume in user_volumes(self.host, env, at).items()]
+            if at.remote:
+                self.log(f"{at.node}: {len(here)} user volume(s)")
+            found += here
         missing = [u for u in self.request.users if u not in {user for _, user, _ in found}]
         if missing:
-            raise UsageError(f"no volume for {', '.join(missing)}",
+            unread = f"; not read: {'; '.join(down)}" if down else ""
+            raise UsageError(f"no volume for {', '.join(missing)}{unread}",
                              f"user volumes: {', '.join(sorted({u for _, u, _ in found})) or 'none'}")
-        return [row for row in found if row[1] in self.request.users]
+        if down:
+            self.log(f"not read: {'; '.join(down)} (the users asked for are elsewhere)")
+        return [row for row in found if not self.request.users or row[1] in self.request.users]
 
     def config_files(self) -> list[tuple[str, str]]:
         """(host path, path in the backup) of the deploy directory's files and the settings."""

@@ -534,18 +534,19 @@ def node_place(node: Node, ssh_user: str) -> At:
     return At(node=node.hostname, via=tuple(ssh_argv(ssh_user, node.addr)), node_id=node.id)
 
 
-def worker_places(nodes: Sequence[Node], ssh_user: str) -> list[At]:
-    """Where the users' volumes of a cluster are: every worker, each of them reachable.
-
-    A worker that is not ready fails the whole backup: a backup that says it is complete
-    must hold every user's files."""
+def worker_places(nodes: Sequence[Node], ssh_user: str) -> tuple[list[At], list[str]]:
+    """Where the users' volumes of a cluster are: the ready workers, and "NODE is STATE"
+    of the others, whose volumes cannot be read now."""
     workers = [n for n in nodes if n.role == "worker"]
     down = [f"{n.hostname} is {n.state}" for n in workers if n.state != "ready"]
-    if down:
-        raise HostkitError("the users' volumes on " + "; ".join(down) + " cannot be read",
-                           "bring the node back, or take it out (`hostkit cluster remove NODE`) "
-                           "once its users' files are elsewhere; `--users NAME` backs up others")
-    return [node_place(n, ssh_user) for n in workers]
+    return [node_place(n, ssh_user) for n in workers if n.state == "ready"], down
+
+
+def unreadable_workers(down: Sequence[str]) -> HostkitError:
+    """A full backup with a worker down would say it is complete without that node's users."""
+    return HostkitError("the users' volumes on " + "; ".join(down) + " cannot be read",
+                        "bring the node back, or take it out (`hostkit cluster remove NODE`) once "
+                        "its users' files are elsewhere; `--users NAME` backs up the others")
 
 
 def restore_node(nodes: Sequence[Node], tasks: Sequence[UserTask], node_id: str, hostname: str,

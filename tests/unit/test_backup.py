@@ -450,6 +450,14 @@ def test_a_backup_refuses_to_call_itself_complete_while_a_worker_is_down(
         _backup(stack)
     assert "cluster remove" in (exc.value.hint or "")
     assert list_backups(host, "/backups") == []
+    # the users on the nodes that are up can still be backed up, and nobody on the down one
+    lines: list[str] = []
+    alice = BackupMaker(stack, BackupRequest(dest="/backups", users=["alice"]), log=lines.append).run()
+    assert [(i.get("node", ""), i["volume"]) for i in alice.items if i["kind"] == "volume"] == [
+        ("", "jupyterhub-user-alice"), ("worker1", "jupyterhub-user-alice")]
+    assert "not read: worker2 is down (the users asked for are elsewhere)" in lines
+    with pytest.raises(UsageError, match="no volume for carol; not read: worker2 is down"):
+        _backup(stack, users=["carol"])
 
 
 def test_a_workers_volume_goes_back_to_its_node_or_where_the_hub_will_place_the_user(
