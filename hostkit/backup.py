@@ -164,9 +164,6 @@ def clean_partials(host: LocalHost, dest: str) -> list[str]:
     return removed
 
 
-def _on(at: At) -> str:
-    return f" on {at.node}" if at.remote else ""
-
 
 def _owner(host: LocalHost, path: str) -> dict[str, int]:
     st = host.stat(path)
@@ -263,7 +260,7 @@ class BackupMaker:
         dest = self.request.dest
         if self.request.dry_run:
             planned = [f"hub database from {hub_volume}"] + [src for src, _ in self.config_files()]
-            planned += [f"volume {v}{_on(at)} ({self._size(at, v)} bytes)" for at, _, v in volumes]
+            planned += [f"volume {v}{at.on} ({self._size(at, v)} bytes)" for at, _, v in volumes]
             return BackupResult(name, f"{dest}/{name}", [], [], 0.0, planned=planned)
         self.host.makedirs(dest, mode=0o700)
         self.host.chmod(dest, 0o700)
@@ -301,7 +298,7 @@ class BackupMaker:
             item, was_linked = self._volume(work, at, user, volume, previous.get((at.node, volume)))
             items.append(item)
             if was_linked:
-                linked.append(volume + _on(at))
+                linked.append(volume + at.on)
 
         users = self._users(f"{work}/hub/{HUB_DB}")
         manifest = {
@@ -357,7 +354,7 @@ class BackupMaker:
         label = f"{at.node}: {volume}" if at.remote else volume  # progress names the node
         mountpoint = volume_mountpoint(self.host, volume, at)
         if mountpoint is None:
-            raise HostkitError(f"volume {volume}{_on(at)} disappeared during the backup")
+            raise HostkitError(f"volume {volume}{at.on} disappeared during the backup")
         self.host.makedirs(f"{work}/{rel}".rsplit("/", 1)[0], mode=0o700)
         live, entries, total = fingerprint_at(self.host, mountpoint, at)
         if previous and previous[1].get("fingerprint") == live and self.host.exists(

@@ -292,8 +292,8 @@ class Restorer:
                 self.host.rmtree(mountpoint)
             self.host.rename(incoming, mountpoint)
         if d.state == "differs":
-            report.kept.append(f"{volume}'s files before the restore are in volume {aside}{_on(at)}")
-        report.done.append(f"restored volume {volume}{_on(at)} ({item['entries']} entries) "
+            report.kept.append(f"{volume}'s files before the restore are in volume {aside}{at.on}")
+        report.done.append(f"restored volume {volume}{at.on} ({item['entries']} entries) "
                            f"for {item['user']}")
 
     def _label(self, at: At, user: str, volume: str) -> None:
@@ -340,9 +340,6 @@ class Restorer:
         self.host.write_bytes(target, data, mode=mode)
         report.done.append(f"restored {target}")
 
-
-def _on(at: At) -> str:
-    return f" on {at.node}" if at.remote else ""
 
 
 def _describe(item: dict[str, Any]) -> str:

@@ -42,6 +42,11 @@ class At:
     def remote(self) -> bool:
         return bool(self.via)
 
+    @property
+    def on(self) -> str:
+        """" on NODE" for messages; "" here."""
+        return f" on {self.node}" if self.via else ""
+
     def argv(self, argv: Sequence[str]) -> list[str]:
         """The command as run there: through ssh as one quoted line, or as it is."""
         return [*self.via, shlex.join(argv)] if self.via else list(argv)
