@@ -164,7 +164,6 @@ def clean_partials(host: LocalHost, dest: str) -> list[str]:
     return removed
 
 
-
 def _owner(host: LocalHost, path: str) -> dict[str, int]:
     st = host.stat(path)
     return {"uid": st.st_uid, "gid": st.st_gid, "mode": stat.S_IMODE(st.st_mode)}

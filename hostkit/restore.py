@@ -341,7 +341,6 @@ class Restorer:
         report.done.append(f"restored {target}")
 
 
-
 def _describe(item: dict[str, Any]) -> str:
     if item["kind"] == "volume":
         return f"volume {item['volume']} ({item['user']})"
