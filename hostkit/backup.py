@@ -9,6 +9,9 @@ A backup is the directory `DEST/hostkit-YYYYmmddTHHMMSSZ/` holding
   config/versions.env              the image pins of the hostkit that made it
   volumes/VOLUME.tar               each user's volume (GNU tar, POSIX format: hard links,
                                    owners, modes, sub-second times, any file name)
+  volumes/NODE/VOLUME.tar          on a cluster's manager: each user's volume on the worker
+                                   NODE, archived there by the same tar and streamed back
+                                   over the manager's ssh login (the item names its node)
   manifest.json                    every item with its size and sha256, written last
 It is written as `DEST/.partial-NAME/` and renamed when complete, so a backup that was
 interrupted is never listed. Everything is 0600/0700, owned by root.
@@ -35,8 +38,10 @@ from hostkit.host import LocalHost
 from hostkit.images import parse_versions, stack_assets_dir
 from hostkit.stack import ENV_DEFAULTS, STACK_FILES, Stack
 from hostkit.volumes import (
+    HERE,
+    At,
     archive_fingerprint,
-    tree_fingerprint,
+    fingerprint_at,
     user_volumes,
     volume_mountpoint,
 )
@@ -193,17 +198,41 @@ class BackupMaker:
         self.request = request
         self.log = log
 
-    def selected_volumes(self, env: dict[str, str]) -> dict[str, str]:
+    def places(self, env: dict[str, str]) -> tuple[list[At], list[str]]:
+        """This host, and on a cluster's manager every ready worker (users' servers run
+        there); "NODE is STATE" of the workers that are not."""
+        from hostkit.settings import load_settings
+        from hostkit.subsystems import swarm
+
+        if not swarm.cluster_mode(env):
+            return [HERE], []
+        ssh_user = load_settings(self.host).cluster_ssh_user
+        workers, down = swarm.worker_places(swarm.read_nodes(self.host), ssh_user)
+        return [HERE, *workers], down
+
+    def selected_volumes(self, env: dict[str, str]) -> list[tuple[At, str, str]]:
+        """(where, user, volume) of the volumes to back up."""
+        from hostkit.subsystems import swarm
+
         if not self.request.volumes:
-            return {}
-        volumes = user_volumes(self.host, env)
-        if not self.request.users:
-            return volumes
-        missing = [u for u in self.request.users if u not in volumes]
+            return []
+        places, down = self.places(env)
+        if down and not self.request.users:
+            raise swarm.unreadable_workers(down)
+        found = []
+        for at in places:
+            here = [(at, user, volume) for user, volume in user_volumes(self.host, env, at).items()]
+            if at.remote:
+                self.log(f"{at.node}: {len(here)} user volume(s)")
+            found += here
+        missing = [u for u in self.request.users if u not in {user for _, user, _ in found}]
         if missing:
-            raise UsageError(f"no volume for {', '.join(missing)}",
-                             f"user volumes here: {', '.join(volumes) or 'none'}")
-        return {u: volumes[u] for u in self.request.users}
+            unread = f"; not read: {'; '.join(down)}" if down else ""
+            raise UsageError(f"no volume for {', '.join(missing)}{unread}",
+                             f"user volumes: {', '.join(sorted({u for _, u, _ in found})) or 'none'}")
+        if down:
+            self.log(f"not read: {'; '.join(down)} (the users asked for are elsewhere)")
+        return [row for row in found if not self.request.users or row[1] in self.request.users]
 
     def config_files(self) -> list[tuple[str, str]]:
         """(host path, path in the backup) of the deploy directory's files and the settings."""
@@ -230,7 +259,7 @@ class BackupMaker:
         dest = self.request.dest
         if self.request.dry_run:
             planned = [f"hub database from {hub_volume}"] + [src for src, _ in self.config_files()]
-            planned += [f"volume {v} ({self._size(v)} bytes)" for v in volumes.values()]
+            planned += [f"volume {v}{at.on} ({self._size(at, v)} bytes)" for at, _, v in volumes]
             return BackupResult(name, f"{dest}/{name}", [], [], 0.0, planned=planned)
         self.host.makedirs(dest, mode=0o700)
         self.host.chmod(dest, 0o700)
@@ -264,11 +293,11 @@ class BackupMaker:
 
         previous = self._previous_volume_items(dest)
         linked = []
-        for user, volume in volumes.items():
-            item, was_linked = self._volume(work, user, volume, previous.get(volume))
+        for at, user, volume in volumes:
+            item, was_linked = self._volume(work, at, user, volume, previous.get((at.node, volume)))
             items.append(item)
             if was_linked:
-                linked.append(volume)
+                linked.append(volume + at.on)
 
         users = self._users(f"{work}/hub/{HUB_DB}")
         manifest = {
@@ -304,44 +333,50 @@ class BackupMaker:
         size, digest = self.host.file_digest(f"{work}/{rel}")
         return {"path": rel, "kind": kind, "size": size, "sha256": digest, **extra}
 
-    def _size(self, volume: str) -> int:
-        mountpoint = volume_mountpoint(self.host, volume)
-        return tree_fingerprint(self.host, mountpoint)[2] if mountpoint else 0
+    def _size(self, at: At, volume: str) -> int:
+        mountpoint = volume_mountpoint(self.host, volume, at)
+        return fingerprint_at(self.host, mountpoint, at)[2] if mountpoint else 0
 
-    def _previous_volume_items(self, dest: str) -> dict[str, tuple[str, dict[str, Any]]]:
-        out: dict[str, tuple[str, dict[str, Any]]] = {}
+    def _previous_volume_items(self, dest: str) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
+        """(node, volume) -> the newest earlier backup's item of it (node "" for this host)."""
+        out: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         for backup in list_backups(self.host, dest):  # oldest first: the newest wins
             for item in backup.manifest.get("items", []):
                 if item.get("kind") == "volume":
-                    out[item["volume"]] = (backup.path, item)
+                    out[(item.get("node", ""), item["volume"])] = (backup.path, item)
         return out
 
-    def _volume(self, work: str, user: str, volume: str,
+    def _volume(self, work: str, at: At, user: str, volume: str,
                 previous: Optional[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], bool]:
-        rel = f"volumes/{volume}.tar"
-        mountpoint = volume_mountpoint(self.host, volume)
+        rel = f"volumes/{at.node}/{volume}.tar" if at.remote else f"volumes/{volume}.tar"
+        where = {"node": at.node, "node_id": at.node_id} if at.remote else {}
+        label = f"{at.node}: {volume}" if at.remote else volume  # progress names the node
+        mountpoint = volume_mountpoint(self.host, volume, at)
         if mountpoint is None:
-            raise HostkitError(f"volume {volume} disappeared during the backup")
-        live, entries, total = tree_fingerprint(self.host, mountpoint)
+            raise HostkitError(f"volume {volume}{at.on} disappeared during the backup")
+        self.host.makedirs(f"{work}/{rel}".rsplit("/", 1)[0], mode=0o700)
+        live, entries, total = fingerprint_at(self.host, mountpoint, at)
         if previous and previous[1].get("fingerprint") == live and self.host.exists(
                 f"{previous[0]}/{previous[1]['path']}"):
             os.link(self.host.path(f"{previous[0]}/{previous[1]['path']}"), self.host.path(f"{work}/{rel}"))
-            self.log(f"{volume}: unchanged since {os.path.basename(previous[0])}, linked")
-            return {**previous[1], "user": user}, True
-        self.log(f"{volume}: {entries} entries, {total / 2**20:.1f} MiB")
+            self.log(f"{label}: unchanged since {os.path.basename(previous[0])}, linked")
+            return {**previous[1], "user": user, **where}, True
+        self.log(f"{label}: {entries} entries, {total / 2**20:.1f} MiB")
         last = [0.0]
 
         def progress(done: int) -> None:
             if time.monotonic() - last[0] >= 2:
                 last[0] = time.monotonic()
                 share = f" ({min(100, done * 100 // max(total, 1))} %)" if total else ""
-                self.log(f"{volume}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB{share}")
+                self.log(f"{label}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB{share}")
 
-        argv = ["tar", "-C", str(self.host.path(mountpoint)), *TAR_FLAGS, "-cf", "-", "."]
+        # the same tar here and on a node (there, its output comes back over ssh)
+        source = mountpoint if at.remote else str(self.host.path(mountpoint))
+        argv = at.argv(["tar", "-C", source, *TAR_FLAGS, "-cf", "-", "."])
         size, digest = self.host.stream_to_file(argv, f"{work}/{rel}", on_bytes=progress)
         fingerprint, entries, total = archive_fingerprint(self.host, f"{work}/{rel}")
         item = {"path": rel, "kind": "volume", "size": size, "sha256": digest, "volume": volume,
-                "user": user, "fingerprint": fingerprint, "entries": entries, "bytes": total}
+                "user": user, "fingerprint": fingerprint, "entries": entries, "bytes": total, **where}
         return item, False
 
     def _users(self, db: str) -> list[dict[str, Any]]:

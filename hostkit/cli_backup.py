@@ -141,6 +141,7 @@ def restore(
     typer.echo(f"{backup_info.path}: verified ({len(report.decisions)} items)")
     for d in report.decisions:
         what = d.item.get("volume") or d.item.get("target") or d.item["path"]
+        what += f" on {d.node}" if d.node else ""
         typer.echo(f"  {d.state:8} {what}" + (f" ({d.detail})" if d.detail else ""))
     if dry_run:
         refused = restorer.refusals(report)

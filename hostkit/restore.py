@@ -7,19 +7,26 @@ volume's files move into the volume `NAME.replaced-TIME` and a replaced database
 the hub volume as `jupyterhub.sqlite.replaced-TIME`: nothing is lost. A volume is extracted
 beside its `_data` and swapped in when complete, so an interrupted restore leaves either
 the old or the new tree, and a second run converges (a restored volume is "same").
+
+On a cluster's manager a volume backed up from a worker goes back to that worker (over the
+manager's ssh login, the same tar fed there). When that node is gone from the swarm it goes
+to a ready worker of the same name, else to the ready worker with the most uncommitted
+memory, and that node is labelled as holding the user's files: the hub places the user
+there (stack/hostkit_swarm.py). A node that is still in the swarm but down is refused.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from hostkit.accounts import restore_signup, stop_server
 from hostkit.backup import HUB_DB, TAR_FLAGS, BackupInfo, verify
 from hostkit.errors import HostkitError, UsageError
 from hostkit.stack import Stack
-from hostkit.volumes import ensure_volume, tree_fingerprint, volume_mountpoint
+from hostkit.volumes import HERE, At, ensure_volume, fingerprint_at, volume_mountpoint
 
 Log = Callable[[str], None]
 
@@ -33,6 +40,7 @@ class Decision:
     item: dict[str, Any]
     state: str  # "missing", "same", "differs"
     detail: str = ""
+    node: str = ""  # the node a volume goes to; "" for this host
 
 
 @dataclass
@@ -52,18 +60,58 @@ class Restorer:
         self.force = force
         self.log = log
         self.stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        # nodes, tasks, ssh user, user -> the node the hub pins them to
+        self._cluster: Optional[tuple[list[Any], list[Any], str, dict[str, str]]] = None
 
     # ---- what to restore -----------------------------------------------------------
     def items(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.backup.manifest.get("items", [])
         if not self.users:
             return [i for i in items if i["kind"] != "pins"]
-        volumes = {i["user"]: i for i in items if i["kind"] == "volume"}
-        missing = [u for u in self.users if u not in volumes]
+        volumes = [i for i in items if i["kind"] == "volume"]
+        have = {i["user"] for i in volumes}
+        missing = [u for u in self.users if u not in have]
         if missing:
             raise UsageError(f"{self.backup.name} holds no volume of {', '.join(missing)}",
-                             f"users in it: {', '.join(volumes) or 'none'}")
-        return [volumes[u] for u in self.users]
+                             f"users in it: {', '.join(sorted(have)) or 'none'}")
+        return [i for i in volumes if i["user"] in self.users]
+
+    def place(self, item: dict[str, Any]) -> At:
+        """Where a volume goes back to: this host, or (backed up from a worker) a node."""
+        if not item.get("node"):
+            return HERE
+        from hostkit.settings import load_settings
+        from hostkit.subsystems import swarm
+
+        if self._cluster is None:
+            swarm.require_manager(self.host)
+            stack_name = swarm.stack_of(self.stack.read_env())
+            self._cluster = (swarm.read_nodes(self.host), swarm.read_user_tasks(self.host, stack_name),
+                             load_settings(self.host).cluster_ssh_user, self._pins())
+        nodes, tasks, ssh_user, pins = self._cluster
+        node = swarm.restore_node(nodes, tasks, str(item.get("node_id", "")), str(item["node"]),
+                                  pins.get(item["user"], ""))
+        return swarm.node_place(node, ssh_user)
+
+    def _pins(self) -> dict[str, str]:
+        """User -> the node the hub places them on (the spawner's state in the live database)."""
+        hub_dir = volume_mountpoint(self.host, self.backup.manifest["hub_volume"])
+        if hub_dir is None or not self.host.exists(f"{hub_dir}/{HUB_DB}"):
+            return {}
+        try:
+            rows = self.host.sqlite_query(f"{hub_dir}/{HUB_DB}", "SELECT users.name, spawners.state FROM "
+                                          "spawners JOIN users ON spawners.user_id = users.id")
+        except HostkitError:
+            return {}
+        pins = {}
+        for name, state in rows:
+            try:
+                node_id = json.loads(state or "{}").get("node_id")
+            except ValueError:
+                continue
+            if node_id:
+                pins[name] = str(node_id)
+        return pins
 
     def judge(self, item: dict[str, Any]) -> Decision:
         if item["kind"] == "volume":
@@ -77,14 +125,16 @@ class Restorer:
         return Decision(item, "same" if same else "differs")
 
     def _judge_volume(self, item: dict[str, Any]) -> Decision:
-        mountpoint = volume_mountpoint(self.host, item["volume"])
-        if mountpoint is None or not self.host.listdir(mountpoint):
-            return Decision(item, "missing")
-        live = tree_fingerprint(self.host, mountpoint)
+        at = self.place(item)
+        mountpoint = volume_mountpoint(self.host, item["volume"], at)
+        live = fingerprint_at(self.host, mountpoint, at) if mountpoint else ("", 0, 0)
+        if not live[1]:
+            moved = f"backed up on {item['node']}" if at.node != item.get("node", "") else ""
+            return Decision(item, "missing", moved, node=at.node)
         if live[0] == item["fingerprint"]:
-            return Decision(item, "same")
+            return Decision(item, "same", node=at.node)
         return Decision(item, "differs", f"{live[1]} entries, {live[2]} bytes now; "
-                        f"{item['entries']} entries, {item['bytes']} bytes in the backup")
+                        f"{item['entries']} entries, {item['bytes']} bytes in the backup", node=at.node)
 
     def _judge_hub_file(self, item: dict[str, Any]) -> Decision:
         hub_dir = volume_mountpoint(self.host, self.backup.manifest["hub_volume"])
@@ -168,6 +218,17 @@ class Restorer:
             if stop_server(self.stack, d.item["user"]):
                 report.done.append(f"stopped {d.item['user']}'s server")
 
+    def _wait_unused(self, at: At, volume: str, timeout: float = 120) -> None:
+        """A stopped server's task on a node may linger a moment: nothing restores under it."""
+        deadline = time.monotonic() + timeout
+        argv = ["docker", "ps", "-q", "--filter", f"volume={volume}"]
+        while at.run(self.host, argv, check=True).stdout.strip():
+            if time.monotonic() > deadline:
+                raise HostkitError(f"a container on {at.node} still uses {volume}",
+                                   f"docker ps --filter volume={volume} (on {at.node})")
+            self.log(f"{at.node}: waiting for the container using {volume} to go")
+            time.sleep(2)
+
     def _accounts(self, report: RestoreReport) -> None:
         """Accounts deleted since the backup come back with their password and approval."""
         if not self.stack.container_id("jupyterhub"):
@@ -186,33 +247,63 @@ class Restorer:
     def _volume(self, d: Decision, report: RestoreReport) -> None:
         item = d.item
         volume = item["volume"]
-        mountpoint = ensure_volume(self.host, volume)
+        at = self.place(item)
+        label = f"{at.node}: {volume}" if at.remote else volume  # progress names the node
+        if at.remote:
+            self._wait_unused(at, volume)
+        mountpoint = ensure_volume(self.host, volume, at=at)
         incoming = f"{mountpoint}.hostkit-incoming"
-        self.host.rmtree(incoming)  # what an interrupted restore left
-        self.host.makedirs(incoming, mode=0o700)
-        self.log(f"{volume}: extracting {item['bytes'] / 2**20:.1f} MiB")
+        if at.remote:  # what an interrupted restore left goes
+            at.run(self.host, ["sh", "-c", 'rm -rf "$1" && mkdir -m 700 "$1"', "-", incoming], check=True)
+        else:
+            self.host.rmtree(incoming)
+            self.host.makedirs(incoming, mode=0o700)
+        self.log(f"{label}: extracting {item['bytes'] / 2**20:.1f} MiB")
         last = [time.monotonic()]
 
         def progress(done: int) -> None:
             if time.monotonic() - last[0] >= 2:
                 last[0] = time.monotonic()
-                self.log(f"{volume}: {done * 100 // max(item['size'], 1)} %")
+                self.log(f"{label}: {done * 100 // max(item['size'], 1)} %")
 
-        argv = ["tar", "-C", str(self.host.path(incoming)), *TAR_FLAGS, "--same-owner", "-xpf", "-"]
+        # the same tar here and on a node (there, the archive goes over ssh)
+        target = incoming if at.remote else str(self.host.path(incoming))
+        argv = at.argv(["tar", "-C", target, *TAR_FLAGS, "--same-owner", "-xpf", "-"])
         _, digest = self.host.stream_from_file(argv, f"{self.backup.path}/{item['path']}", on_bytes=progress)
         if digest != item["sha256"]:
-            self.host.rmtree(incoming)
+            if at.remote:
+                at.run(self.host, ["rm", "-rf", incoming])
+            else:
+                self.host.rmtree(incoming)
             raise HostkitError(f"{item['path']} changed while it was read: nothing restored into {volume}")
-        if d.state == "differs":
-            aside = f"{volume}.replaced-{self.stamp}"
-            aside_dir = ensure_volume(self.host, aside)
-            self.host.rmtree(aside_dir)
-            self.host.rename(mountpoint, aside_dir)
-            report.kept.append(f"{volume}'s files before the restore are in volume {aside}")
+        aside = f"{volume}.replaced-{self.stamp}"
+        if at.remote:
+            aside_dir = ensure_volume(self.host, aside, at=at) if d.state == "differs" else ""
+            swap = ('set -e; if [ -n "$3" ]; then rm -rf "$3"; mv "$1" "$3"; else rm -rf "$1"; fi; '
+                    'mv "$2" "$1"')
+            at.run(self.host, ["sh", "-c", swap, "-", mountpoint, incoming, aside_dir], check=True)
+            self._label(at, item["user"], volume)
         else:
-            self.host.rmtree(mountpoint)
-        self.host.rename(incoming, mountpoint)
-        report.done.append(f"restored volume {volume} ({item['entries']} entries) for {item['user']}")
+            if d.state == "differs":
+                aside_dir = ensure_volume(self.host, aside)
+                self.host.rmtree(aside_dir)
+                self.host.rename(mountpoint, aside_dir)
+            else:
+                self.host.rmtree(mountpoint)
+            self.host.rename(incoming, mountpoint)
+        if d.state == "differs":
+            report.kept.append(f"{volume}'s files before the restore are in volume {aside}{at.on}")
+        report.done.append(f"restored volume {volume}{at.on} ({item['entries']} entries) "
+                           f"for {item['user']}")
+
+    def _label(self, at: At, user: str, volume: str) -> None:
+        """The node holding the user's files is labelled so: the hub places the user there."""
+        from hostkit.subsystems import swarm
+
+        assert self._cluster is not None  # noqa: S101 - read by place()
+        nodes = self._cluster[0]
+        node = next(n for n in nodes if n.id == at.node_id)
+        swarm.label_files_node(self.host, nodes, user, volume, node)
 
     def _hub_file(self, d: Decision, report: RestoreReport) -> None:
         item = d.item

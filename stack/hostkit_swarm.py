@@ -9,7 +9,8 @@ DockerSpawner's SwarmSpawner runs each server as a one-task service. hostkit's s
 - when the pinned node is down (or drained), the spawn fails with a message that says so,
   instead of starting the user on an empty volume elsewhere; a running server whose node
   went down counts as stopped (Swarm would keep it "pending" for ever). A node taken out of the swarm
-  (`hostkit cluster remove`) no longer pins anyone: the next server goes to another worker.
+  (`hostkit cluster remove`) no longer pins anyone: the next server goes to another worker,
+  the one labelled `org.hostkit.files.USER` when `hostkit restore` put the user's files there.
 - mounts the user's volume as a named volume (SwarmSpawner's own mounts are host binds);
 - keeps the single-host limits: memory, CPU, and a PID limit (the Resources type of
   docker-py has no field for it, so it is added to the request on its way out).
@@ -23,6 +24,8 @@ from docker.errors import APIError
 from docker.types import Mount
 from dockerspawner import SwarmSpawner
 from traitlets import Integer, Unicode
+
+FILES_LABEL = "org.hostkit.files."  # + user name: the node holding the user's restored files
 
 
 class NodeUnavailable(RuntimeError):
@@ -102,6 +105,12 @@ class HostkitSwarmSpawner(SwarmSpawner):  # type: ignore[misc]
                         "again when it is back; ask your administrator.")
                 return self.node_id
         nodes = await self.docker("nodes", filters={"role": "worker"})
+        label = FILES_LABEL + self.user.name
+        holder = [n for n in nodes if label in ((n.get("Spec") or {}).get("Labels") or {})]
+        if holder:  # the user's files were restored there: pin there
+            self.node_id = str(holder[0]["ID"])
+            self.log.info("placing %s on %s, which holds their files", self.user.name, node_name(holder[0]))
+            return await self.choose_node()
         tasks = await self.docker("tasks", filters={"desired-state": "running"})
         node = pick_node(nodes, tasks)
         self.node_id = str(node["ID"])

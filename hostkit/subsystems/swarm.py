@@ -32,8 +32,12 @@ from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import CommandResult, LocalHost
 from hostkit.steps import Change, StepNotReady
+from hostkit.volumes import At
 
 SWARM_PORTS = ("2377/tcp", "7946/tcp", "7946/udp", "4789/udp")
+# a node label naming the node that holds a user's files, set where `hostkit restore` put
+# them when the node they were on is gone; the hub's spawner places the user there
+FILES_LABEL = "org.hostkit.files."
 # the label hostkit's docker-api proxy puts on what the hub creates (containers and services)
 STACK_LABEL = "org.hostkit.stack"
 Progress = Callable[[str], None]
@@ -519,3 +523,63 @@ def remove_node(host: LocalHost, node: Node, stack: str, *, timeout: float = 300
 
 def stack_of(env: dict[str, str]) -> str:
     return env.get("COMPOSE_PROJECT_NAME", "hostkit")
+
+
+# ---- users' volumes on the workers (backup, restore) ----------------------------------------
+def cluster_mode(env: dict[str, str]) -> bool:
+    return env.get("HOSTKIT_CLUSTER") == "swarm"
+
+
+def node_place(node: Node, ssh_user: str) -> At:
+    return At(node=node.hostname, via=tuple(ssh_argv(ssh_user, node.addr)), node_id=node.id)
+
+
+def worker_places(nodes: Sequence[Node], ssh_user: str) -> tuple[list[At], list[str]]:
+    """Where the users' volumes of a cluster are: the ready workers, and "NODE is STATE"
+    of the others, whose volumes cannot be read now."""
+    workers = [n for n in nodes if n.role == "worker"]
+    down = [f"{n.hostname} is {n.state}" for n in workers if n.state != "ready"]
+    return [node_place(n, ssh_user) for n in workers if n.state == "ready"], down
+
+
+def unreadable_workers(down: Sequence[str]) -> HostkitError:
+    """A full backup with a worker down would say it is complete without that node's users."""
+    return HostkitError("the users' volumes on " + "; ".join(down) + " cannot be read",
+                        "bring the node back, or take it out (`hostkit cluster remove NODE`) once "
+                        "its users' files are elsewhere; `--users NAME` backs up the others")
+
+
+def restore_node(nodes: Sequence[Node], tasks: Sequence[UserTask], node_id: str, hostname: str,
+                 pinned: str = "") -> Node:
+    """The node a backed-up volume goes back to: the one it was on; else (gone from the swarm)
+    the node the hub pins the user to now, a ready worker of the same name, or the ready
+    worker with the most uncommitted memory, which is where the hub would place a new user."""
+    by_id = next((n for n in nodes if n.id == node_id), None)
+    if by_id is not None:
+        if by_id.state != "ready":
+            raise HostkitError(f"{by_id.hostname}, which held the volume, is {by_id.state}",
+                               "bring it back, or `hostkit cluster remove "
+                               f"{by_id.hostname}` and restore again: the volume then goes "
+                               "to another worker")
+        return by_id
+    if pinned and pinned != node_id and any(n.id == pinned for n in nodes):
+        return restore_node(nodes, tasks, pinned, hostname)
+    ready = [n for n in nodes if n.role == "worker" and n.state == "ready" and n.availability == "active"]
+    same = [n for n in ready if n.hostname == hostname]
+    if same:
+        return same[0]
+    if not ready:
+        raise HostkitError("no worker is ready to take the volume", "hostkit cluster status")
+    freest = max(cluster_status(ready, tasks), key=lambda s: (s.uncommitted_bytes, s.node.id))
+    return freest.node
+
+
+def label_files_node(host: LocalHost, nodes: Sequence[Node], user: str, volume: str, node: Node) -> None:
+    """Label the node that now holds the user's files (and no other node)."""
+    key = FILES_LABEL + user
+    for other in nodes:
+        if other.id != node.id and key in other.labels:
+            host.run(["docker", "node", "update", "--label-rm", key, other.id], timeout=60, check=True)
+    if node.labels.get(key) != volume:
+        host.run(["docker", "node", "update", "--label-add", f"{key}={volume}", node.id],
+                 timeout=60, check=True)

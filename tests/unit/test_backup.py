@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -302,3 +303,212 @@ def test_the_admins_hub_additions_and_the_acme_account_key_survive_a_restore_on_
     assert host.read_text(f"{DEPLOY}/jupyterhub_config.d/50-course.py") == "c.Spawner.default_url = '/lab'\n"
     assert host.read_text(f"{DEPLOY}/acme/account.key") == "ACCOUNT KEY\n"
     assert host.stat(f"{DEPLOY}/acme/account.key").st_mode & 0o777 == 0o600
+
+
+# ---- a cluster's manager: users' volumes on the workers -------------------------------------
+class ClusterHost(VolumeHost):
+    """The manager of a swarm whose workers are directories; `ssh NODE CMD` is
+    `env FAKE_NODE=ADDR sh -c CMD`: tar, find and sh run for real on the node's directory,
+    docker's volume commands are answered from it."""
+
+    def __init__(self, root: Path, nodes_dir: Path) -> None:
+        super().__init__(root)
+        self.nodes_dir = nodes_dir
+        self.nodes: dict[str, dict[str, Any]] = {}  # id -> node as `docker node inspect` has it
+
+    def add_node(self, node_id: str, hostname: str, state: str = "ready", memory: int = 8 << 30) -> Path:
+        addr = f"10.0.0.{len(list(self.nodes_dir.glob('*'))) + 2 if self.nodes_dir.exists() else 2}"
+        self.nodes[node_id] = {
+            "ID": node_id, "Spec": {"Role": "worker", "Availability": "active", "Labels": {}},
+            "Description": {"Hostname": hostname, "Resources": {"MemoryBytes": memory, "NanoCPUs": 2e9}},
+            "Status": {"State": state, "Addr": addr}}
+        path = self.nodes_dir / addr
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def node_volumes(self, hostname: str) -> Path:
+        node = next(n for n in self.nodes.values() if n["Description"]["Hostname"] == hostname)
+        return self.nodes_dir / node["Status"]["Addr"]
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:  # noqa: PLR0911
+        key = tuple(str(a) for a in argv)
+        if key[0] == "env" and key[1].startswith("FAKE_NODE="):
+            return self._on_node(key[1].split("=", 1)[1], key)
+        if key[:2] == ("docker", "info"):
+            return CommandResult(key, 0, json.dumps({"LocalNodeState": "active", "NodeID": "m",
+                                                     "ControlAvailable": True}), "")
+        if key[:4] == ("docker", "node", "ls", "-q"):
+            return CommandResult(key, 0, "\n".join(self.nodes) + "\n", "")
+        if key[:3] == ("docker", "node", "inspect"):
+            return CommandResult(key, 0, json.dumps([self.nodes[i] for i in key[3:]]), "")
+        if key[:3] == ("docker", "node", "update"):
+            self.calls.append(key)
+            labels = self.nodes[key[-1]]["Spec"]["Labels"]
+            if key[3] == "--label-add":
+                labels.update([key[4].split("=", 1)])
+            else:
+                labels.pop(key[4])
+            return CommandResult(key, 0, "", "")
+        if key[:3] == ("docker", "service", "ls"):
+            return CommandResult(key, 0, "", "")
+        return super().run(argv, **kwargs)
+
+    def _on_node(self, addr: str, key: tuple[str, ...]) -> CommandResult:
+        import shlex
+        import subprocess
+
+        self.calls.append(key)
+        cmd = shlex.split(key[-1])
+        volumes = self.nodes_dir / addr
+        if cmd[:3] == ["docker", "volume", "ls"]:
+            return CommandResult(key, 0, "\n".join(sorted(os.listdir(volumes))) + "\n", "")
+        if cmd[:3] == ["docker", "volume", "inspect"]:
+            if not (volumes / cmd[3]).exists():
+                return CommandResult(key, 1, "", "no such volume")
+            info = [{"Name": cmd[3], "Driver": "local", "Mountpoint": str(volumes / cmd[3] / "_data")}]
+            return CommandResult(key, 0, json.dumps(info), "")
+        if cmd[:3] == ["docker", "volume", "create"]:
+            (volumes / cmd[-1] / "_data").mkdir(parents=True)
+            return CommandResult(key, 0, cmd[-1], "")
+        if cmd[:2] == ["docker", "ps"]:
+            return CommandResult(key, 0, "", "")
+        assert cmd[0] != "docker", cmd
+        proc = subprocess.run(key, capture_output=True, text=True, check=False)
+        return CommandResult(key, proc.returncode, proc.stdout, proc.stderr)
+
+
+def _live(path: Path) -> tuple[str, int, int]:
+    """A worker's tree (outside the manager's root) as find/tar on it see it."""
+    from hostkit.host import LocalHost
+
+    return tree_fingerprint(LocalHost(), str(path))
+
+
+@pytest.fixture
+def cluster_site(site: tuple[VolumeHost, Stack], tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[ClusterHost, Stack]:
+    from hostkit.subsystems import swarm
+
+    monkeypatch.setattr(swarm, "ssh_argv", lambda user, addr: ["env", f"FAKE_NODE={addr}", "sh", "-c"])
+    host = ClusterHost(site[0].root, tmp_path / "nodes")
+    host.makedirs("/tmp")
+    host.write_text(f"{DEPLOY}/.env", host.read_text(f"{DEPLOY}/.env") + "HOSTKIT_CLUSTER=swarm\n")
+    _user_files(host.add_node("w1", "worker1") / "jupyterhub-user-alice" / "_data")
+    carol = host.add_node("w2", "worker2", memory=16 << 30) / "jupyterhub-user-carol" / "_data"
+    carol.mkdir(parents=True)
+    (carol / "c.txt").write_text("carol")
+    return host, StoppedStack(host, DEPLOY)
+
+
+def test_a_remote_trees_fingerprint_from_find_is_the_local_one(tmp_path: Path) -> None:
+    import subprocess
+
+    from hostkit.host import LocalHost
+    from hostkit.volumes import FIND_PRINTF, find_fingerprint
+
+    data = tmp_path / "data"
+    _user_files(data)
+    (data / "tab\there\nnewline").write_text("x")
+    (data / os.fsdecode(b"caf\xe9 not UTF-8")).write_bytes(b"")
+    os.chmod(data / "big.bin", 0o4700)  # set-uid: the mode's high bits count too
+    out = subprocess.run(["find", str(data), "-mindepth", "1", "-printf", FIND_PRINTF],
+                         capture_output=True, check=True).stdout
+    assert find_fingerprint(out) == tree_fingerprint(LocalHost(), str(data))
+    os.utime(data / "notes.ipynb", (1, 1))
+    assert find_fingerprint(out) != tree_fingerprint(LocalHost(), str(data))
+
+
+def test_a_managers_backup_holds_each_workers_volumes_and_names_their_node(
+        cluster_site: tuple[ClusterHost, Stack]) -> None:
+    host, stack = cluster_site
+    lines: list[str] = []
+    result = BackupMaker(stack, BackupRequest(dest="/backups"), log=lines.append).run()
+    held = {(i.get("node", ""), i["volume"]): i for i in result.items if i["kind"] == "volume"}
+    assert set(held) == {("", "jupyterhub-user-alice"), ("", "jupyterhub-user-bob"),
+                         ("worker1", "jupyterhub-user-alice"), ("worker2", "jupyterhub-user-carol")}
+    remote = held[("worker1", "jupyterhub-user-alice")]
+    assert remote["path"] == "volumes/worker1/jupyterhub-user-alice.tar"
+    assert remote["node_id"] == "w1"
+    live = _live(host.node_volumes("worker1") / "jupyterhub-user-alice/_data")
+    assert archive_fingerprint(host, f"{result.path}/{remote['path']}") == live
+    assert "worker1: 1 user volume(s)" in lines
+    assert any(line.startswith("worker2: jupyterhub-user-carol: 1 entries") for line in lines)
+    assert verify(host, find_backup(host, "latest", "/backups")) == []
+    # unchanged on the worker (its find agrees with the archive): linked, not fetched again
+    again = BackupMaker(stack, BackupRequest(dest="/backups")).run()
+    assert sorted(again.linked) == ["jupyterhub-user-alice", "jupyterhub-user-alice on worker1",
+                                    "jupyterhub-user-bob", "jupyterhub-user-carol on worker2"]
+    planned = BackupMaker(stack, BackupRequest(dest="/backups", users=["carol"], dry_run=True)).run().planned
+    assert "volume jupyterhub-user-carol on worker2 (5 bytes)" in planned
+
+
+def test_a_backup_refuses_to_call_itself_complete_while_a_worker_is_down(
+        cluster_site: tuple[ClusterHost, Stack]) -> None:
+    host, stack = cluster_site
+    host.nodes["w2"]["Status"]["State"] = "down"
+    with pytest.raises(HostkitError, match="on worker2 is down cannot be read") as exc:
+        _backup(stack)
+    assert "cluster remove" in (exc.value.hint or "")
+    assert list_backups(host, "/backups") == []
+    # the users on the nodes that are up can still be backed up, and nobody on the down one
+    lines: list[str] = []
+    alice = BackupMaker(stack, BackupRequest(dest="/backups", users=["alice"]), log=lines.append).run()
+    assert [(i.get("node", ""), i["volume"]) for i in alice.items if i["kind"] == "volume"] == [
+        ("", "jupyterhub-user-alice"), ("worker1", "jupyterhub-user-alice")]
+    assert "not read: worker2 is down (the users asked for are elsewhere)" in lines
+    with pytest.raises(UsageError, match="no volume for carol; not read: worker2 is down"):
+        _backup(stack, users=["carol"])
+
+
+def test_a_workers_volume_goes_back_to_its_node_or_where_the_hub_will_place_the_user(
+        cluster_site: tuple[ClusterHost, Stack]) -> None:
+    host, stack = cluster_site
+    _backup(stack)
+    backup = find_backup(host, "latest", "/backups")
+    alice = host.node_volumes("worker1") / "jupyterhub-user-alice"
+    want = _live(alice / "_data")
+    shutil.rmtree(alice)
+    restorer = Restorer(stack, backup, users=["alice"], force=False)
+    report = restorer.plan()
+    states = {(d.node, d.item["volume"]): d.state for d in report.decisions}
+    assert states == {("", "jupyterhub-user-alice"): "same", ("worker1", "jupyterhub-user-alice"): "missing"}
+    done = restorer.apply(report).done
+    assert "restored volume jupyterhub-user-alice on worker1 (6 entries) for alice" in done
+    assert _live(alice / "_data") == want
+    assert host.nodes["w1"]["Spec"]["Labels"] == {"org.hostkit.files.alice": "jupyterhub-user-alice"}
+    assert not list(alice.parent.glob("*incoming*"))
+    # changed on the node: refused without --force; with it, the old files are kept aside there
+    (alice / "_data" / "new.txt").write_text("after the backup")
+    with pytest.raises(UsageError, match="would be overwritten"):
+        Restorer(stack, backup, users=["alice"], force=False).apply(
+            Restorer(stack, backup, users=["alice"], force=False).plan())
+    forced = Restorer(stack, backup, users=["alice"], force=True)
+    kept = forced.apply(forced.plan()).kept
+    assert kept == ["jupyterhub-user-alice's files before the restore are in volume "
+                    f"jupyterhub-user-alice.replaced-{forced.stamp} on worker1"]
+    assert (alice.parent / f"jupyterhub-user-alice.replaced-{forced.stamp}/_data/new.txt").exists()
+    # worker1 left the swarm: the freest ready worker (worker3) takes it, and is labelled
+    del host.nodes["w1"]
+    host.add_node("w3", "worker3", memory=32 << 30)
+    host.add_node("w4", "worker4", state="down", memory=64 << 30)
+    moved = Restorer(stack, backup, users=["alice"], force=False)
+    report = moved.plan()
+    (decision,) = [d for d in report.decisions if d.node]
+    assert (decision.node, decision.state, decision.detail) == ("worker3", "missing", "backed up on worker1")
+    moved.apply(report)
+    assert _live(host.node_volumes("worker3") / "jupyterhub-user-alice/_data") == want
+    assert host.nodes["w3"]["Spec"]["Labels"] == {"org.hostkit.files.alice": "jupyterhub-user-alice"}
+    # the hub already pins alice to worker2 (she started again there): her files go there
+    db = sqlite3.connect(host.path(f"{VOLUMES}/hostkit-hub-data/_data/jupyterhub.sqlite"))
+    db.execute("ALTER TABLE users ADD COLUMN id INTEGER")
+    db.execute("INSERT INTO users VALUES ('alice', 0, 2)")
+    db.execute("CREATE TABLE spawners (user_id INTEGER, state TEXT)")
+    db.execute("INSERT INTO spawners VALUES (2, ?)", (json.dumps({"node_id": "w2", "object_id": "s"}),))
+    db.commit()
+    db.close()
+    pinned = Restorer(stack, backup, users=["alice"], force=False).plan()
+    assert [(d.node, d.state) for d in pinned.decisions if d.node] == [("worker2", "missing")]
+    # a node still in the swarm but down is not restored to, and says what to do
+    host.nodes["w2"]["Status"]["State"] = "down"
+    with pytest.raises(HostkitError, match="worker2, which held the volume, is down"):
+        Restorer(stack, backup, users=["carol"], force=False).plan()

@@ -348,3 +348,123 @@ def test_the_cluster_checks_skip_on_a_single_host(tmp_path: Path) -> None:
     lone = SwarmHost(tmp_path, INACTIVE_INFO)
     for name in ("cluster_ports", "cluster_clocks", "cluster_images"):
         assert _probe(name, lone).status is Status.SKIP
+
+
+SWARM_RULES = {addr: "\n".join(f'RULE {swarm.rich_rule(peer, w)}' for peer in ("172.20.0.2", "172.20.0.3",
+                                                                           "172.20.0.4")
+                               for w in swarm.SWARM_PORTS)
+               for addr in ("172.20.0.2", "172.20.0.3", "172.20.0.4")}
+
+
+class OverlayHost(ClusterHost):
+    """Each node's firewalld, uplink MTU and test server, as tables say."""
+
+    def __init__(self, root: Path, firewalls: dict[str, str], *, mtus: dict[str, int] | None = None,
+                 overlay_options: str = "{}", unanswered: dict[str, str] | None = None) -> None:
+        super().__init__(root, {})
+        self.firewalls, self.mtus = firewalls, mtus or {}
+        self.overlay_options = overlay_options
+        self.unanswered = unanswered or {}  # test server address or name -> the hub's error
+        self.services: dict[str, str] = {}  # name -> node id
+
+    def _node_shell(self, key: tuple[str, ...], addr: str, script: str) -> CommandResult:
+        if script.startswith("firewall-cmd"):
+            view = self.firewalls.get(addr, "TARGET default\n" + SWARM_RULES[addr])
+            return CommandResult(key, 0, view + "\n", "")
+        if script.startswith("dev=$(ip"):
+            return CommandResult(key, 0, f"eth0 {self.mtus.get(addr, 1500)}\n", "")
+        raise AssertionError(script)
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:  # noqa: PLR0911
+        key = tuple(str(a) for a in argv)
+        if key[:2] == ("sh", "-c"):
+            return self._node_shell(key, "172.20.0.2", key[2])
+        if key[0] == "ssh" and not key[-1].startswith(("date", "docker", "timeout")):
+            return self._node_shell(key, key[-2].split("@")[1], key[-1])
+        if key[:3] == ("docker", "network", "inspect"):
+            return CommandResult(key, 0, self.overlay_options, "")
+        if key[:2] == ("docker", "ps"):
+            return CommandResult(key, 0, "hub123\n", "")
+        if key[:3] == ("docker", "service", "create"):
+            self.calls.append(key)
+            self.services[key[key.index("--name") + 1]] = key[key.index("--constraint") + 1].split("==")[1]
+            return CommandResult(key, 0, "", "")
+        if key[:3] == ("docker", "service", "rm"):
+            self.calls.append(key)
+            for name in key[3:]:
+                self.services.pop(name, None)
+            return CommandResult(key, 0, "", "")
+        if key[:3] == ("docker", "service", "ps"):
+            return CommandResult(key, 0, f"task-{key[-1]}\n", "")
+        if key[:4] == ("docker", "inspect", "--type", "task"):
+            name = key[-1].removeprefix("task-")
+            addr = "10.0.1." + str(2 + sorted(self.services).index(name))
+            task = {"Status": {"State": "running"}, "NetworksAttachments": [
+                {"Network": {"Spec": {"Name": "hostkit-jupyterhub"}}, "Addresses": [f"{addr}/24"]}]}
+            return CommandResult(key, 0, json.dumps([task]), "")
+        if key[:2] == ("docker", "exec"):
+            target = key[-1].split("http://")[1].split(":")[0]
+            why = self.unanswered.get(target, "")
+            return CommandResult(key, 1 if why else 0, "", why)
+        return super().run(argv, **kwargs)
+
+
+def test_the_doctor_reads_every_nodes_firewalld_for_the_swarms_udp_ports(tmp_path: Path) -> None:
+    from hostkit.results import Status
+
+    assert _probe("cluster_udp", OverlayHost(tmp_path, {})).status is Status.PASS
+    vxlan_from_manager = swarm.rich_rule("172.20.0.2", "4789/udp")
+    assert vxlan_from_manager in SWARM_RULES["172.20.0.4"]
+    without = SWARM_RULES["172.20.0.4"].replace(vxlan_from_manager, "")
+    out = _probe("cluster_udp", OverlayHost(tmp_path, {"172.20.0.4": "TARGET default\n" + without}))
+    assert out.status is Status.FAIL
+    assert out.summary == "worker2 (172.20.0.4): 4789/udp not open to manager (172.20.0.2)"
+    # a network rule covering the node, the port open to all, no firewalld: open
+    cidr = "TARGET default\n" + "\n".join(f"RULE {swarm.rich_rule('172.20.0.0/24', w)}"
+                                          for w in swarm.SWARM_PORTS)
+    assert _probe("cluster_udp", OverlayHost(tmp_path, {"172.20.0.3": cidr})).status is Status.PASS
+    ports = "TARGET default\nPORT 7946/udp\nPORT 4789/udp"
+    assert _probe("cluster_udp", OverlayHost(tmp_path, {"172.20.0.2": ports})).status is Status.PASS
+    plain = _probe("cluster_udp", OverlayHost(tmp_path, {"172.20.0.3": "NOFIREWALLD"}))
+    assert plain.status is Status.PASS
+    assert "no firewalld on worker1" in plain.summary
+    # the manager's own rules count: 7946/udp shut to worker1 there
+    shut = SWARM_RULES["172.20.0.2"].replace(swarm.rich_rule("172.20.0.3", "7946/udp"), "")
+    mine = _probe("cluster_udp", OverlayHost(tmp_path, {"172.20.0.2": "TARGET default\n" + shut}))
+    assert mine.summary == "manager (172.20.0.2): 7946/udp not open to worker1 (172.20.0.3)"
+
+
+def test_the_doctor_compares_the_overlays_mtu_with_every_nodes_uplink(tmp_path: Path) -> None:
+    from hostkit.results import Status
+
+    fits = _probe("cluster_mtu", OverlayHost(tmp_path, {}))
+    assert fits.status is Status.PASS
+    assert "1450 + 50 VXLAN" in fits.summary
+    small = _probe("cluster_mtu", OverlayHost(tmp_path, {}, mtus={"172.20.0.4": 1400}))
+    assert small.status is Status.FAIL
+    assert small.summary.startswith("worker2: eth0 MTU 1400 < 1500 (the overlay's 1450 + 50 VXLAN)")
+    assert "com.docker.network.driver.mtu=N" in small.hint
+    # an overlay made for 1400 fits a 1400 uplink
+    made = OverlayHost(tmp_path, {}, mtus={"172.20.0.4": 1400},
+                       overlay_options='{"com.docker.network.driver.mtu": "1400"}')
+    assert _probe("cluster_mtu", made).status is Status.PASS
+
+
+def test_the_doctor_has_the_hub_reach_a_test_server_on_every_worker(tmp_path: Path) -> None:
+    from hostkit.results import Status
+
+    host = OverlayHost(tmp_path, {})
+    ok = _probe("cluster_overlay", host, wait_s=5)
+    assert ok.status is Status.PASS, ok.summary
+    assert "worker1, worker2" in ok.summary
+    created = [c for c in host.calls if c[:3] == ("docker", "service", "create")]
+    assert [c[c.index("--constraint") + 1] for c in created] == ["node.id==w1abc", "node.id==w2def"]
+    assert host.services == {}  # removed after
+    cut = _probe("cluster_overlay", OverlayHost(tmp_path, {}, unanswered={"10.0.1.3": "timed out"}), wait_s=5)
+    assert cut.status is Status.FAIL
+    assert cut.summary == ("worker2: its test server (10.0.1.3) does not answer the hub (timed out): "
+                           "the overlay's VXLAN (4789/udp) does not pass")
+    nameless = _probe("cluster_overlay", OverlayHost(
+        tmp_path, {}, unanswered={"hostkit-probe-worker1": "Name or service not known"}), wait_s=5)
+    assert "worker1: its test server answers on 10.0.1.2 but its name does not" in nameless.summary
+    assert "worker2" not in nameless.summary

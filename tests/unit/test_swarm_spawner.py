@@ -136,3 +136,18 @@ def test_a_user_whose_node_is_down_is_told_where_their_files_are() -> None:
 def test_a_user_whose_node_left_the_swarm_is_placed_anew() -> None:
     spawner = Spawner([_node("a")], pinned="gone")
     assert spawner.choose() == "a"
+
+
+def test_a_user_whose_files_were_restored_elsewhere_goes_to_the_labelled_node() -> None:
+    holder = _node("b", memory=2 * GIB)
+    holder["Spec"]["Labels"] = {"org.hostkit.files.alice": "jupyterhub-user-alice",
+                                "org.hostkit.files.bob": "jupyterhub-user-bob"}
+    spawner = Spawner([_node("a", memory=64 * GIB), holder], pinned="gone")
+    assert spawner.choose() == "b"  # not the freer "a": the files are on "b"
+    assert spawner.spawner.get_state()["node_id"] == "b"
+    holder["Status"]["State"] = "down"
+    with pytest.raises(swarm_spawner.NodeUnavailable, match="Your files are on server host-b, which is down"):
+        Spawner([_node("a", memory=64 * GIB), holder]).choose()
+    other = _node("c")
+    other["Spec"]["Labels"] = {"org.hostkit.files.alicia": "x"}  # another user's label
+    assert Spawner([_node("a", memory=64 * GIB), other]).choose() == "a"

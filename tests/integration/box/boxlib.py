@@ -91,6 +91,18 @@ class Box:
         sh(["docker", "run", "-d", "--name", self.name, "--hostname", self.hostname, *on_network,
             *RUN_FLAGS, "-v", f"{self.volumes[0]}:/var/lib", "-v", f"{self.volumes[1]}:/srv",
             IMAGE])
+        self._wait_booted()
+
+    def kill(self) -> None:
+        """A power cut: the box's container killed from outside, its systemd and dockerd with it."""
+        sh(["docker", "kill", self.name])
+
+    def boot_again(self) -> None:
+        """Start the killed box again: Docker's data is on its volumes, /etc in its layer."""
+        sh(["docker", "start", self.name])
+        self._wait_booted()
+
+    def _wait_booted(self) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             state = self.sh("systemctl is-system-running || true").stdout.strip()
