@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -448,3 +449,86 @@ def test_other_containers_and_endpoint_settings_are_refused(body: dict[str, Any]
         proxy.check_network_connect(body, HUB_ID)
     with pytest.raises(proxy.Refused, match="only the hub's own container"):
         proxy.check_network_connect({"Container": HUB_ID[:12]}, "")  # no hub running
+
+
+class FakeDocker:
+    """The Docker API behind the proxy: networks and the stack's hub container; what reaches it."""
+
+    NETWORKS: ClassVar[dict[str, dict[str, Any]]] = {
+        "hk1-net": {"Name": "hk1-net", "Labels": {}},
+        "hk1-net-user-alice": {"Name": "hk1-net-user-alice", "Labels": {proxy.LABEL: "hk1"}},
+        # another stack's, named as this one's would be
+        "hk1-net-user-bob": {"Name": "hk1-net-user-bob", "Labels": {proxy.LABEL: "hk2"}},
+    }
+
+    def __init__(self) -> None:
+        self.forwarded: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, url: str, body: Any = None,
+                headers: Any = None) -> tuple[int, list[Any], bytes]:
+        import json
+
+        name = url.split("?", maxsplit=1)[0].rsplit("/", 1)[-1]
+        if method == "GET" and url.startswith("/networks/"):
+            found = self.NETWORKS.get(name)
+            if not found:
+                return 404, [], b'{"message": "no such network"}'
+            return 200, [], json.dumps(found).encode()
+        self.forwarded.append((method, url, json.loads(body) if body else None))
+        return 200, [("Content-Type", "application/json")], b"{}"
+
+    def get_json(self, url: str) -> Any:
+        assert "jupyterhub" in urllib.parse.unquote(url)
+        return [{"Id": HUB_ID}]
+
+
+def _ask(socket_path: str, method: str, path: str, body: Any = None) -> int:
+    import http.client
+    import json
+    import socket
+
+    class Unix(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(socket_path)
+
+    conn = Unix("localhost")
+    conn.request(method, path, json.dumps(body) if body is not None else None,
+                 {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status
+
+
+def test_the_proxy_acts_only_on_the_stacks_user_networks_and_the_hubs_own_container(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    docker = FakeDocker()
+    guard = proxy.GuardKeeper(docker, SWARM, (), enabled=False)  # type: ignore[arg-type]
+    path = str(tmp_path / "docker.sock")
+    server = proxy.ProxyServer(path, SWARM, docker, guard)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hub = {"Container": HUB_ID[:12], "EndpointConfig": {"Aliases": ["jupyterhub"]}}
+        assert _ask(path, "POST", "/v1.41/networks/hk1-net-user-alice/connect", hub) == 200
+        assert docker.forwarded[-1][2]["Container"] == HUB_ID
+        assert _ask(path, "GET", "/v1.41/networks/hk1-net") == 200  # is the stack's encrypted
+        assert _ask(path, "DELETE", "/v1.41/networks/hk1-net-user-alice") == 200
+        assert _ask(path, "GET", "/v1.41/networks/hk1-net-user-carol") == 404
+        assert len(docker.forwarded) == 3
+        assert _ask(path, "DELETE", "/v1.41/networks/hk1-net") == 403  # the stack's own network
+        assert _ask(path, "POST", "/v1.41/networks/hk1-net/connect", hub) == 403
+        assert _ask(path, "POST", "/v1.41/networks/hk1-net-user-bob/connect", hub) == 403  # hk2's
+        assert _ask(path, "DELETE", "/v1.41/networks/hk1-net-user-bob") == 403
+        nginx = {"Container": "0123456789ab"}
+        assert _ask(path, "POST", "/v1.41/networks/hk1-net-user-alice/connect", nginx) == 403
+        assert _ask(path, "POST", "/v1.41/networks/create", _network_body(Driver="bridge")) == 403
+        assert len(docker.forwarded) == 3
+        assert _ask(path, "POST", "/v1.41/networks/create", _network_body()) == 200
+        assert docker.forwarded[-1][2]["Labels"] == {proxy.LABEL: "hk1"}
+    finally:
+        server.shutdown()
+        server.server_close()
