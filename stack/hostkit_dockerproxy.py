@@ -318,15 +318,15 @@ def check_service_create(body: dict[str, Any], policy: Policy) -> dict[str, Any]
         if spec.get(key):
             raise Refused(f"ContainerSpec.{key} is not allowed")
     _check_service_mounts(spec.get("Mounts") or [], policy)
+    constraints = [str(c).replace(" ", "") for c in (task.get("Placement") or {}).get("Constraints") or []]
+    if WORKERS_ONLY not in constraints:
+        raise Refused(f"users' servers run on workers only: the constraint {WORKERS_ONLY} is required")
     networks = [str(n.get("Target") or "") for n in task.get("Networks") or []]
     if policy.isolate and (len(networks) != 1 or not policy.user_network_ok(networks[0])):
         raise Refused(f"the service must be on its user's own network {policy.network}-user-NAME "
                       f"only, not {networks}")
     if not policy.isolate and networks != [policy.network]:
         raise Refused(f"the service must be on {policy.network!r} only, not {networks}")
-    constraints = [str(c).replace(" ", "") for c in (task.get("Placement") or {}).get("Constraints") or []]
-    if WORKERS_ONLY not in constraints:
-        raise Refused(f"users' servers run on workers only: the constraint {WORKERS_ONLY} is required")
     limits = (task.get("Resources") or {}).get("Limits") or {}
     if not int(limits.get("MemoryBytes") or 0) > 0:
         raise Refused("Resources.Limits.MemoryBytes (a memory limit) is required")
