@@ -324,16 +324,23 @@ def _task_networks(cluster: Cluster, server: str) -> dict[str, list[str]]:
     return {a["Network"]["Spec"]["Name"]: [addr.split("/")[0] for addr in a["Addresses"]] for a in attached}
 
 
-def _connect_from(box: Box, server: str, host: str, port: int) -> str:
-    """From inside a user's server (its container on its worker): 'connected' or the error."""
+def _http_from(box: Box, server: str, url: str) -> str:
+    """From inside a user's server (its container on its worker): GET url, and what answered:
+    'jupyter' (a Jupyter server: its API's version), 'http STATUS' for anything else that
+    answered (this test machine's network answers any outside address itself), or the error."""
     ps = box.sh(f"docker ps -q --filter label=com.docker.swarm.service.name={server}")
     container = ps.stdout.split()[0]
-    script = ("import socket\n"
+    script = ("import ssl, urllib.error, urllib.request\n"
               "try:\n"
-              f"    socket.create_connection(({host!r}, {port}), timeout=5).close()\n"
-              "    print('connected')\n"
+              f"    reply = urllib.request.urlopen({url!r}, timeout=5, "
+              "context=ssl._create_unverified_context())\n"
+              "    status, body = reply.status, reply.read(300)\n"
+              "except urllib.error.HTTPError as exc:\n"
+              "    status, body = exc.code, b''\n"
               "except OSError as exc:\n"
-              "    print(type(exc).__name__, exc)\n")
+              "    print(type(exc).__name__, exc)\n"
+              "    raise SystemExit\n"
+              "print('jupyter' if b'\"version\"' in body else f'http {status}')\n")
     return str(box.sh(f"docker exec -i {container} python3 - <<'EOF'\n{script}EOF").stdout.strip())
 
 
@@ -367,13 +374,16 @@ def test_users_servers_cannot_reach_each_other_on_the_same_or_another_worker(clu
     assert any(where[a] != where[b] for a, b in pairs), where  # and on different workers
     networks = {s: _task_networks(cluster, s) for s in servers}
     for attacker, victim in pairs:
+        box, api = boxes[where[attacker]], f"/user/{victim.removeprefix('jupyter-')}/api"
+        assert _http_from(box, attacker, f"http://127.0.0.1:8888/user/{attacker[8:]}/api") == "jupyter"
+        for target in [victim, *(ip for ips in networks[victim].values() for ip in ips)]:
+            got = _http_from(box, attacker, f"http://{target}:8888{api}")
+            assert got != "jupyter", f"{attacker} on {where[attacker]} reached {victim} at {target}"
         # not on any common network: no path at all, not just a closed port
         assert not set(networks[attacker]) & set(networks[victim]), (attacker, victim, networks)
-        for target in [victim, *(ip for ips in networks[victim].values() for ip in ips)]:
-            got = _connect_from(boxes[where[attacker]], attacker, target, 8888)
-            assert got != "connected", f"{attacker} on {where[attacker]} reached {victim} at {target}"
-    # out of the cluster: the manager's public port, from a server on a worker
-    assert _connect_from(boxes[where[servers[0]]], servers[0], cluster.manager.address(), PORT) == "connected"
+    # out of the cluster: the manager's public URL, from a server on a worker
+    public = f"https://{cluster.manager.address()}:{PORT}/hub/health"
+    assert _http_from(boxes[where[servers[0]]], servers[0], public) == "http 200"
     for name, user in cluster.users.items():
         assert user.run_code("1+1", user.token()) == "2", name
     # the hub's container made anew (as `stack up` does after a change): it finds them again
