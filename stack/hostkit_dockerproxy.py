@@ -14,7 +14,11 @@ shared with the hub only) that answers exactly what DockerSpawner needs:
 - On a Docker Swarm (HOSTKIT_CLUSTER=swarm), what SwarmSpawner needs instead: POST
   /services/create with the same checks (and the users' servers kept off managers), GET and
   DELETE /services/ID for the stack's services, GET /tasks (answered with the stack's tasks
-  only) and GET /nodes (to place servers by free memory).
+  only) and GET /nodes (to place servers by free memory). Each user's server gets an overlay
+  network of its own (NETWORK-user-NAME): the proxy lets the hub create such a network
+  (attachable overlay, at most the `encrypted` option), connect and disconnect its own
+  container (the compose service `jupyterhub` of this stack) there, inspect it and remove
+  it, and nothing more of /networks.
 
 Everything else is 403 with the reason. Standard library only, so it runs from the hub
 image (python3) as its own service.
@@ -63,6 +67,8 @@ class Policy:
     gpu: bool = False  # the `gpu` environment is offered: NVIDIA GPU requests are allowed
     volume_size: str = ""  # HOSTKIT_USER_DISK_QUOTA: the one driver option a user volume may have
     swarm: bool = False  # users' servers are Swarm services (HOSTKIT_CLUSTER=swarm)
+    isolate: bool = True  # HOSTKIT_ISOLATE_USERS: on a swarm, each server on a network of its own
+    hub_service: str = "jupyterhub"  # the compose service whose container may join users' networks
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Policy:
@@ -80,7 +86,12 @@ class Policy:
             gpu=any(gpu for _image, gpu in offered),
             volume_size=env.get("HOSTKIT_USER_DISK_QUOTA", "").strip(),
             swarm=env.get("HOSTKIT_CLUSTER", "") == "swarm",
+            isolate=env.get("HOSTKIT_ISOLATE_USERS", "1") != "0",
         )
+
+    def user_network_ok(self, name: str) -> bool:
+        """A user's own overlay network on a swarm: NETWORK-user-NAME (hostkit_swarm.py)."""
+        return re.fullmatch(re.escape(self.network) + r"-user-[A-Za-z0-9_.-]+", name) is not None
 
     def volume_ok(self, name: str) -> bool:
         before, _, after = self.volume_pattern.partition("{username}")
@@ -171,6 +182,17 @@ def _swarm_route(method: str, parts: list[str]) -> Optional[tuple[str, str]]:
         return "tasks", ""
     if method == "GET" and (parts == ["nodes"] or (len(parts) == 2 and parts[0] == "nodes")):
         return "pass", ""
+    return _network_route(method, parts) if parts[:1] == ["networks"] else None
+
+
+def _network_route(method: str, parts: list[str]) -> Optional[tuple[str, str]]:
+    """A user's own network (swarm): create; inspect, remove; the hub joins or leaves it."""
+    if method == "POST" and parts == ["networks", "create"]:
+        return "network-create", ""
+    if method in ("GET", "DELETE") and len(parts) == 2:
+        return "network", _object_id(parts[1])
+    if method == "POST" and len(parts) == 3 and parts[2] in ("connect", "disconnect"):
+        return "network-connect", _object_id(parts[1])
     return None
 
 
@@ -296,12 +318,15 @@ def check_service_create(body: dict[str, Any], policy: Policy) -> dict[str, Any]
         if spec.get(key):
             raise Refused(f"ContainerSpec.{key} is not allowed")
     _check_service_mounts(spec.get("Mounts") or [], policy)
-    networks = [str(n.get("Target") or "") for n in task.get("Networks") or []]
-    if networks != [policy.network]:
-        raise Refused(f"the service must be on {policy.network!r} only, not {networks}")
     constraints = [str(c).replace(" ", "") for c in (task.get("Placement") or {}).get("Constraints") or []]
     if WORKERS_ONLY not in constraints:
         raise Refused(f"users' servers run on workers only: the constraint {WORKERS_ONLY} is required")
+    networks = [str(n.get("Target") or "") for n in task.get("Networks") or []]
+    if policy.isolate and (len(networks) != 1 or not policy.user_network_ok(networks[0])):
+        raise Refused(f"the service must be on its user's own network {policy.network}-user-NAME "
+                      f"only, not {networks}")
+    if not policy.isolate and networks != [policy.network]:
+        raise Refused(f"the service must be on {policy.network!r} only, not {networks}")
     limits = (task.get("Resources") or {}).get("Limits") or {}
     if not int(limits.get("MemoryBytes") or 0) > 0:
         raise Refused("Resources.Limits.MemoryBytes (a memory limit) is required")
@@ -330,6 +355,56 @@ def _check_service_mounts(mounts: list[dict[str, Any]], policy: Policy) -> None:
         # a volume driver could mount anything (an NFS export, a host path): local volumes,
         # with at most the site's size limit
         _check_volume_options(mount.get("VolumeOptions") or {}, policy)
+
+
+# What docker-py's create_network may send; only the listed ones may carry a value.
+NETWORK_FIELDS = frozenset({"Name", "Driver", "Options", "IPAM", "CheckDuplicate", "Internal", "Labels",
+                            "EnableIPv6", "Attachable", "Scope", "Ingress", "ConfigOnly", "ConfigFrom"})
+
+
+def check_network_create(body: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """POST /networks/create for a user's own network: an attachable overlay named
+    NETWORK-user-NAME, encrypted or not, and nothing else (no addresses of the hub's choosing,
+    no other driver or driver options). The stack's label goes on it."""
+    if not policy.isolate:
+        raise Refused("users' own networks are off (HOSTKIT_ISOLATE_USERS=0)")
+    name = str(body.get("Name") or "")
+    if not policy.user_network_ok(name):
+        raise Refused(f"network name {name!r} is not {policy.network}-user-NAME")
+    if set(body) - NETWORK_FIELDS:
+        raise Refused(f"network fields not allowed: {sorted(set(body) - NETWORK_FIELDS)}")
+    set_fields = {k for k, v in body.items() if v not in (None, False, "", {}, [])}
+    extra = set_fields - {"Name", "Driver", "Options", "CheckDuplicate", "Labels", "Attachable"}
+    if extra:
+        raise Refused(f"network fields not allowed: {sorted(extra)}")
+    if body.get("Driver") != "overlay":
+        raise Refused(f"network driver {body.get('Driver')!r} is not allowed: only overlay")
+    if body.get("Attachable") is not True:
+        raise Refused("a user's network must be attachable (the hub's container joins it)")
+    options = dict(body.get("Options") or {})
+    if set(options) - {"encrypted"} or str(options.get("encrypted", "")) not in ("", "true"):
+        raise Refused(f"network options {sorted(options)} are not allowed (only encrypted)")
+    labels = {**dict(body.get("Labels") or {}), LABEL: policy.stack}
+    return {**body, "Labels": labels}
+
+
+def check_network_connect(body: dict[str, Any], hub_container: str) -> dict[str, Any]:
+    """POST /networks/ID/connect|disconnect: only the hub's own container (named by its id or
+    an id prefix of 12 or more, as the hub knows it from its hostname), with at most its
+    aliases, never forced. What is forwarded names the container by its full id, so Docker
+    acts on the very container the proxy checked."""
+    given = str(body.get("Container") or "")
+    if not hub_container or len(given) < 12 or not hub_container.startswith(given):
+        raise Refused("only the hub's own container may join or leave a user's network")
+    if set(body) - {"Container", "EndpointConfig", "Force"} or body.get("Force"):
+        raise Refused(f"connect fields not allowed: {sorted(set(body) - {'Container', 'EndpointConfig'})}")
+    endpoint = dict(body.get("EndpointConfig") or {})
+    if {k for k, v in endpoint.items() if v} - {"Aliases"}:
+        raise Refused(f"endpoint settings not allowed: {sorted(endpoint)} (only Aliases)")
+    for alias in endpoint.get("Aliases") or []:
+        if not OBJECT_ID.fullmatch(str(alias)):
+            raise Refused(f"not an alias: {alias!r}")
+    return {**body, "Container": hub_container}
 
 
 def stack_tasks(tasks: list[dict[str, Any]], policy: Policy) -> list[dict[str, Any]]:
@@ -578,7 +653,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 labels = (json.loads(data).get("Config") or {}).get("Labels") or {} if status == 200 else {}
                 if labels.get(LABEL) != policy.stack:
                     raise Refused(f"{obj} is not a user container of this stack")
-            if kind in ("service", "tasks", "service-create"):
+            if kind in ("service", "tasks", "service-create", "network", "network-create", "network-connect"):
                 body, answered = self._swarm(kind, obj, body)
                 if answered:
                     return
@@ -604,6 +679,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
     def _swarm(self, kind: str, obj: str, body: Optional[bytes]) -> tuple[Optional[bytes], bool]:
         """The swarm endpoints' checks: (the body to forward, whether it was answered here)."""
         policy, upstream = self.server.policy, self.server.upstream
+        if kind.startswith("network"):
+            return self._network(kind, obj, body)
         if kind == "service":
             status, _, data = upstream.request("GET", f"/services/{urllib.parse.quote(obj)}")
             if status == 404:
@@ -622,6 +699,37 @@ class ProxyHandler(BaseHTTPRequestHandler):
         checked = check_service_create(json.loads(body or b"{}"), policy)
         log.info("creating the service %s", checked.get("Name"))
         return json.dumps(checked).encode(), False
+
+    def _network(self, kind: str, obj: str, body: Optional[bytes]) -> tuple[Optional[bytes], bool]:
+        """A user's own network: created as check_network_create allows; inspected, removed,
+        joined or left (by the hub's container only) when it is one of the stack's. The stack's
+        own network may be inspected (the hub reads whether it is encrypted)."""
+        policy, upstream = self.server.policy, self.server.upstream
+        if kind == "network-create":
+            checked = check_network_create(json.loads(body or b"{}"), policy)
+            log.info("creating the network %s", checked.get("Name"))
+            return json.dumps(checked).encode(), False
+        status, _, data = upstream.request("GET", f"/networks/{urllib.parse.quote(obj)}")
+        if status == 404:
+            self._send(404, [("Content-Type", "application/json")], data)
+            return body, True
+        net = json.loads(data) if status == 200 else {}
+        name = str(net.get("Name") or "")
+        ours = policy.user_network_ok(name) and (net.get("Labels") or {}).get(LABEL) == policy.stack
+        if not ours and not (self.command == "GET" and name == policy.network):
+            raise Refused(f"{obj} is not a user network of this stack")
+        if kind == "network-connect":
+            checked = check_network_connect(json.loads(body or b"{}"), self._hub_container())
+            return json.dumps(checked).encode(), False
+        return body, False
+
+    def _hub_container(self) -> str:
+        """The full id of this stack's hub container (compose's labels), "" when none runs."""
+        policy = self.server.policy
+        flt = json.dumps({"label": [f"com.docker.compose.project={policy.stack}",
+                                    f"com.docker.compose.service={policy.hub_service}"]})
+        rows = self.server.upstream.get_json("/containers/json?filters=" + urllib.parse.quote(flt))
+        return str(rows[0]["Id"]) if len(rows) == 1 else ""
 
     do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = _handle
 
@@ -649,12 +757,12 @@ def main() -> int:
         upstream,
         policy,
         parse_ports(env.get("HOSTKIT_HOST_PORTS", "")),
-        # The guard filters a Docker bridge on this host; on a swarm the users' servers are on
-        # an overlay across the workers, which it cannot see (see README, "Several servers").
+        # The guard filters a Docker bridge on this host; on a swarm users are kept apart by
+        # networks of their own instead (hostkit_swarm.py; README, "Several servers").
         enabled=env.get("HOSTKIT_ISOLATE_USERS", "1") != "0" and not policy.swarm,
     )
-    if policy.swarm:
-        log.warning("swarm: the users' network guard does not apply to the overlay network")
+    if policy.swarm and not policy.isolate:
+        log.warning("swarm: HOSTKIT_ISOLATE_USERS=0, users' servers share the stack's overlay")
     keeper.refresh()
     threading.Thread(target=keeper.loop, daemon=True).start()
     path = env.get("HOSTKIT_PROXY_SOCKET", "/run/hostkit-docker/docker.sock")

@@ -12,18 +12,27 @@ DockerSpawner's SwarmSpawner runs each server as a one-task service. hostkit's s
   (`hostkit cluster remove`) no longer pins anyone: the next server goes to another worker,
   the one labelled `org.hostkit.files.USER` when `hostkit restore` put the user's files there.
 - mounts the user's volume as a named volume (SwarmSpawner's own mounts are host binds);
+- puts each user's server on an overlay network of its own, NETWORK-user-NAME (attachable,
+  encrypted when the stack's overlay is), which the hub's container joins under its service
+  name: the hub (and configurable-http-proxy in it) reaches every server and every server
+  its hub, but no server has a path to another's, on the same worker or another. The hub
+  joins again after its container is made anew (on its first poll of a running server) and
+  the network goes when the server stops. HOSTKIT_ISOLATE_USERS=0 keeps every server on
+  the stack's overlay instead.
 - keeps the single-host limits: memory, CPU, and a PID limit (the Resources type of
   docker-py has no field for it, so it is added to the request on its way out).
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any
 
 from docker.errors import APIError
 from docker.types import Mount
 from dockerspawner import SwarmSpawner
-from traitlets import Integer, Unicode
+from traitlets import Bool, Integer, Unicode
 
 FILES_LABEL = "org.hostkit.files."  # + user name: the node holding the user's restored files
 
@@ -57,6 +66,12 @@ def pick_node(nodes: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[
     return max(ready, key=free)
 
 
+def hub_is_on(network: dict[str, Any], hub_container: str) -> bool:
+    """Whether the hub's container (its id as its hostname, 12 characters) is on a network
+    (GET /networks/ID lists the containers of this node by full id)."""
+    return any(cid.startswith(hub_container) for cid in network.get("Containers") or {})
+
+
 def node_name(node: dict[str, Any]) -> str:
     return str((node.get("Description") or {}).get("Hostname") or node.get("ID", "?"))
 
@@ -66,6 +81,66 @@ class HostkitSwarmSpawner(SwarmSpawner):  # type: ignore[misc]
 
     node_id = Unicode("", help="The node holding this user's volume (kept in the hub's state).")
     pids_limit = Integer(1024, config=True, help="PID limit of a user's server.")
+    isolate_users = Bool(True, config=True, help="Each server on an overlay network of its own.")
+    stack_network = Unicode("hostkit-jupyterhub", config=True, help="The stack's overlay network.")
+    hub_alias = Unicode("jupyterhub", config=True, help="The hub's name on a user's network.")
+    network_removal_timeout = Integer(
+        60, config=True, help="Seconds to wait for a stopped server's task to leave its network.")
+
+    @property
+    def hub_container(self) -> str:
+        """The hub's own container: Docker makes its short id the hostname."""
+        return socket.gethostname()
+
+    @property
+    def user_network(self) -> str:
+        return f"{self.stack_network}-user-{self.escaped_name}"
+
+    async def join_user_network(self, create: bool) -> None:
+        """The user's network exists (when `create`) and the hub's container is on it."""
+        hub = self.hub_container
+        try:
+            network = await self.docker("inspect_network", self.user_network)
+        except APIError as exc:
+            if exc.response is None or exc.response.status_code != 404 or not create:
+                raise
+            stack = await self.docker("inspect_network", self.stack_network)
+            encrypted = "encrypted" in (stack.get("Options") or {})
+            await self.docker("create_network", self.user_network, driver="overlay", attachable=True,
+                              check_duplicate=True, options={"encrypted": ""} if encrypted else None)
+            self.log.info("created the network %s", self.user_network)
+            network = {}
+        if not hub_is_on(network, hub):
+            await self.docker("connect_container_to_network", hub, self.user_network,
+                              aliases=[self.hub_alias])
+            self.log.info("the hub joined %s", self.user_network)
+
+    async def leave_user_network(self) -> None:
+        """The hub leaves the user's network and the network goes, once the stopped server's
+        task has left it (a network with a task on it cannot be removed). Left in place, with
+        a warning, when that takes too long: the next start uses it again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.network_removal_timeout
+        try:
+            network = await self.docker("inspect_network", self.user_network)
+            if hub_is_on(network, self.hub_container):
+                await self.docker("disconnect_container_from_network", self.hub_container, self.user_network)
+        except APIError as exc:
+            if exc.response is not None and exc.response.status_code == 404:
+                return
+            raise
+        while True:
+            try:
+                await self.docker("remove_network", self.user_network)
+                self.log.info("removed the network %s", self.user_network)
+                return
+            except APIError as exc:
+                if exc.response is not None and exc.response.status_code == 404:
+                    return
+                if loop.time() > deadline:
+                    self.log.warning("the network %s stays: %s", self.user_network, exc)
+                    return
+            await asyncio.sleep(2)
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
@@ -124,6 +199,13 @@ class HostkitSwarmSpawner(SwarmSpawner):  # type: ignore[misc]
         running: the user would get proxy errors for ever. Stopped, their next start says
         where their files are."""
         status = await super().poll()
+        if status is None and self.isolate_users and not self._hub_joined:
+            # the hub's container may be new since the server started (`stack up`)
+            try:
+                await self.join_user_network(create=False)
+                self._hub_joined = True
+            except APIError as exc:  # e.g. a server started on the stack's network before
+                self.log.warning("the hub cannot join %s: %s", self.user_network, exc)
         if status is not None or not self.node_id:
             return status
         try:
@@ -136,10 +218,25 @@ class HostkitSwarmSpawner(SwarmSpawner):  # type: ignore[misc]
             return f"node {node_name(node)} is {state}"
         return None
 
+    _hub_joined = False
+
     async def create_object(self) -> Any:
         node_id = await self.choose_node()
         self.extra_placement_spec = {"constraints": ["node.role==worker", f"node.id=={node_id}"]}
+        if self.isolate_users:
+            await self.join_user_network(create=True)
+            self._hub_joined = True
+            self.network_name = self.user_network
         return await super().create_object()
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        if self.isolate_users:
+            self._hub_joined = False
+            try:
+                await self.leave_user_network()
+            except APIError as exc:  # the server is stopped all the same; its network stays
+                self.log.warning("the network %s stays: %s", self.user_network, exc)
 
     def _docker(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if method == "create_service":
@@ -155,5 +252,8 @@ def configure(c: Any, env: Any) -> None:
     # needs IPVS in the kernel, and without it the name resolves but nothing answers.
     c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}
     c.HostkitSwarmSpawner.pids_limit = int(env("HOSTKIT_PIDS_LIMIT", "1024"))
+    c.HostkitSwarmSpawner.isolate_users = env("HOSTKIT_ISOLATE_USERS", "1") != "0"
+    c.HostkitSwarmSpawner.stack_network = env("HOSTKIT_NETWORK", "hostkit-jupyterhub")
+    c.HostkitSwarmSpawner.hub_alias = env("HOSTKIT_HUB_SERVICE", "jupyterhub")
     # the single-user image is copied to the workers by `hostkit cluster sync-images`
     c.SwarmSpawner.pull_policy = "skip"

@@ -159,17 +159,21 @@ def test_sync_images_streams_the_single_user_image_to_every_worker(cluster: Clus
     assert "changed=0" in cluster.hostkit(f"cluster sync-images --image {NOTEBOOK_IMAGE}").stdout
 
 
-def test_the_stack_on_the_swarm_puts_users_on_workers_and_runs_a_kernel_through_nginx(
-    cluster: Cluster,
-) -> None:
+def _stack_up(cluster: Cluster) -> None:
     sets = " ".join(f"--set {k}={v}" for k, v in cluster.images.items())
-    start = time.monotonic()
     res = cluster.manager.sh(
         f"HOSTKIT_ADMIN_PASSWORD={ADMIN_PASSWORD} hostkit stack up --no-build --port {PORT} "
         f"--hostname manager --set HOSTKIT_CLUSTER=swarm --set HOSTKIT_MEM_LIMIT=1G "
         f"--set HOSTKIT_CPU_LIMIT=1 --set HOSTKIT_CERT_RENEWAL=off {sets}", check=False, timeout=900)
-    TIMINGS["stack_up_s"] = time.monotonic() - start
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_the_stack_on_the_swarm_puts_users_on_workers_and_runs_a_kernel_through_nginx(
+    cluster: Cluster,
+) -> None:
+    start = time.monotonic()
+    _stack_up(cluster)
+    TIMINGS["stack_up_s"] = time.monotonic() - start
     # nginx and the hub on the manager, on the overlay
     ps = cluster.manager.sh("docker ps --format '{{.Names}} {{.Networks}}'").stdout
     assert "hostkit-jupyterhub" in ps
@@ -385,3 +389,81 @@ def test_backup_and_restore_cover_users_volumes_on_the_workers(cluster: Cluster)
     # a second restore finds the volume as in the backup and changes nothing
     again = cluster.hostkit(f"restore {newest} --users {name} --dry-run")
     assert f"same     {volume} on {node}" in again.stdout
+
+
+def _task_networks(cluster: Cluster, server: str) -> dict[str, list[str]]:
+    """The running task of a user's service: {overlay network name: its addresses there}."""
+    ps = cluster.manager.sh(f"docker service ps -q --filter desired-state=running {server}")
+    task = ps.stdout.split()[0]
+    attached = json.loads(cluster.manager.sh(f"docker inspect {task}").stdout)[0]["NetworksAttachments"]
+    return {a["Network"]["Spec"]["Name"]: [addr.split("/")[0] for addr in a["Addresses"]] for a in attached}
+
+
+def _http_from(box: Box, server: str, url: str) -> str:
+    """From inside a user's server (its container on its worker): GET url, and what answered:
+    'jupyter' (a Jupyter server: its API's version), 'http STATUS' for anything else that
+    answered (this test machine's network answers any outside address itself), or the error."""
+    ps = box.sh(f"docker ps -q --filter label=com.docker.swarm.service.name={server}")
+    container = ps.stdout.split()[0]
+    script = ("import ssl, urllib.error, urllib.request\n"
+              "try:\n"
+              f"    reply = urllib.request.urlopen({url!r}, timeout=5, "
+              "context=ssl._create_unverified_context())\n"
+              "    status, body = reply.status, reply.read(300)\n"
+              "except urllib.error.HTTPError as exc:\n"
+              "    status, body = exc.code, b''\n"
+              "except OSError as exc:\n"
+              "    print(type(exc).__name__, exc)\n"
+              "    raise SystemExit\n"
+              "print('jupyter' if b'\"version\"' in body else f'http {status}')\n")
+    return str(box.sh(f"docker exec -i {container} python3 - <<'EOF'\n{script}EOF").stdout.strip())
+
+
+def test_users_servers_cannot_reach_each_other_on_the_same_or_another_worker(cluster: Cluster) -> None:
+    """An attacker's kernel, on the same worker as a victim and on another one, tries the
+    victim's server by its name and by each of its addresses; the hub still reaches every
+    server (a kernel through nginx), also after the hub's container is made anew, and the
+    attacker still gets out of the cluster (the manager's public port)."""
+    if "worker1" not in cluster.status():  # `cluster remove` took it out: it joins again
+        cluster.workers[0].sh("docker swarm leave --force", check=False)
+        addrs = [b.address() for b in cluster.boxes]
+        peers = " ".join(f"--peer {a}" for a in addrs)
+        init = cluster.hostkit(f"cluster init --advertise-addr {addrs[0]} {peers} --no-encrypt")
+        cluster.workers[0].sh(_join_command(init.stdout))
+        _wait_node(cluster, "worker1", "ready")
+    dep = next(iter(cluster.users.values())).dep
+    password = f"carol-Secret-{os.getpid()}"
+    cluster.hostkit(f"users create carol --password {password}")
+    carol = HubUser(dep, "carol", password)
+    assert carol.login()
+    carol.start_server(timeout=600)
+    cluster.users["carol"] = carol
+    for user in cluster.users.values():
+        if not user.server_state().get("servers"):
+            user.start_server(timeout=600)
+    where = {str(s): host for host, n in cluster.status().items() for s in n["servers"]}
+    boxes = {b.hostname: b for b in cluster.boxes}
+    servers = sorted(where)
+    pairs = [(a, b) for a in servers for b in servers if a != b]
+    assert any(where[a] == where[b] for a, b in pairs), where  # two on one worker
+    assert any(where[a] != where[b] for a, b in pairs), where  # and on different workers
+    networks = {s: _task_networks(cluster, s) for s in servers}
+    for attacker, victim in pairs:
+        box, api = boxes[where[attacker]], f"/user/{victim.removeprefix('jupyter-')}/api"
+        assert _http_from(box, attacker, f"http://127.0.0.1:8888/user/{attacker[8:]}/api") == "jupyter"
+        for target in [victim, *(ip for ips in networks[victim].values() for ip in ips)]:
+            got = _http_from(box, attacker, f"http://{target}:8888{api}")
+            assert got != "jupyter", f"{attacker} on {where[attacker]} reached {victim} at {target}"
+        # not on any common network: no path at all, not just a closed port
+        assert not set(networks[attacker]) & set(networks[victim]), (attacker, victim, networks)
+    # out of the cluster: the manager's public URL, from a server on a worker
+    public = f"https://{cluster.manager.address()}:{PORT}/hub/health"
+    assert _http_from(boxes[where[servers[0]]], servers[0], public) == "http 200"
+    for name, user in cluster.users.items():
+        assert user.run_code("1+1", user.token()) == "2", name
+    # the hub's container made anew (as `stack up` does after a change): it finds them again
+    hub = cluster.manager.sh("docker ps -q --filter label=com.docker.compose.service=jupyterhub")
+    cluster.manager.sh(f"docker rm -f {hub.stdout.strip()}")
+    _stack_up(cluster)
+    for name, user in cluster.users.items():
+        assert user.run_code("2+3", user.token()) == "5", name

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -267,7 +268,7 @@ def _service_body(**task: Any) -> dict[str, Any]:
                         "ReadOnly": False}],
         },
         "Resources": {"Limits": {"NanoCPUs": 2_000_000_000, "MemoryBytes": 4 * 1024**3, "Pids": 1024}},
-        "Networks": [{"Target": "hk1-net"}],
+        "Networks": [{"Target": "hk1-net-user-alice"}],
         "Placement": {"Constraints": ["node.role==worker", "node.id==abc123"]},
         **task,
     }
@@ -299,8 +300,11 @@ def _with_spec(**spec: Any) -> dict[str, Any]:
     (_with_spec(Mounts=[{"Target": "/d", "Source": "hk1-user-bob", "Type": "volume",
                          "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {
                              "type": "none", "o": "bind", "device": "/etc"}}}}]), "driver options"),
-    (_service_body(Networks=[{"Target": "host"}]), "'hk1-net' only"),
-    (_service_body(Networks=[{"Target": "hk1-net"}, {"Target": "ingress"}]), "'hk1-net' only"),
+    (_service_body(Networks=[{"Target": "host"}]), "own network hk1-net-user-NAME only"),
+    (_service_body(Networks=[{"Target": "hk1-net"}]), "own network hk1-net-user-NAME only"),
+    (_service_body(Networks=[{"Target": "hk1-net-user-alice"}, {"Target": "hk1-net-user-bob"}]),
+     "own network"),
+    (_service_body(Networks=[{"Target": "hk1-net-user-alice"}, {"Target": "ingress"}]), "own network"),
     (_service_body(Placement={"Constraints": ["node.role==manager"]}), "node.role==worker"),
     (_service_body(Placement={}), "node.role==worker"),
     (_service_body(Resources={"Limits": {"Pids": 10}}), "MemoryBytes"),
@@ -326,6 +330,11 @@ def test_services_that_reach_the_host_or_the_manager_are_refused(body: dict[str,
     ("GET", "/v1.41/tasks?filters=%7B%22service%22%3A+%5B%22hk1-alice%22%5D%7D", ("tasks", "")),
     ("GET", "/v1.41/nodes?filters=%7B%22role%22%3A+%5B%22worker%22%5D%7D", ("pass", "")),
     ("GET", "/v1.41/nodes/abc123", ("pass", "")),
+    ("POST", "/v1.41/networks/create", ("network-create", "")),
+    ("GET", "/v1.41/networks/hk1-net-user-alice", ("network", "hk1-net-user-alice")),
+    ("DELETE", "/v1.41/networks/hk1-net-user-alice", ("network", "hk1-net-user-alice")),
+    ("POST", "/v1.41/networks/hk1-net-user-alice/connect", ("network-connect", "hk1-net-user-alice")),
+    ("POST", "/v1.41/networks/hk1-net-user-alice/disconnect", ("network-connect", "hk1-net-user-alice")),
 ])
 def test_the_endpoints_swarmspawner_needs_are_routed_on_a_swarm_only(
     method: str, path: str, expected: tuple[str, str]
@@ -345,6 +354,9 @@ def test_the_endpoints_swarmspawner_needs_are_routed_on_a_swarm_only(
     ("GET", "/v1.41/secrets"),
     ("POST", "/v1.41/configs/create"),
     ("GET", "/v1.41/tasks/abc/logs"),
+    ("GET", "/v1.41/networks"),  # every network, with its containers
+    ("POST", "/v1.41/networks/prune"),
+    ("PUT", "/v1.41/networks/hk1-net-user-alice"),
 ])
 def test_other_swarm_endpoints_are_refused(method: str, path: str) -> None:
     with pytest.raises(proxy.Refused):
@@ -361,3 +373,162 @@ def test_the_hub_sees_only_the_stacks_tasks() -> None:
 def test_the_swarm_policy_comes_from_the_cluster_setting() -> None:
     assert proxy.Policy.from_env({"HOSTKIT_CLUSTER": "swarm"}).swarm
     assert not proxy.Policy.from_env({}).swarm
+
+
+# ---- on a swarm, each user's server on an overlay network of its own --------------------------
+def test_a_users_server_may_be_on_the_stacks_network_only_when_isolation_is_off() -> None:
+    shared = _service_body(Networks=[{"Target": "hk1-net"}])
+    open_stack = proxy.Policy(**{**SWARM.__dict__, "isolate": False})
+    forwarded = proxy.check_service_create(shared, open_stack)
+    assert forwarded["TaskTemplate"]["Networks"] == [{"Target": "hk1-net"}]
+    with pytest.raises(proxy.Refused, match="'hk1-net' only"):
+        proxy.check_service_create(_service_body(), open_stack)
+    with pytest.raises(proxy.Refused, match="HOSTKIT_ISOLATE_USERS=0"):
+        proxy.check_network_create(_network_body(), open_stack)
+    assert not proxy.Policy.from_env({"HOSTKIT_ISOLATE_USERS": "0"}).isolate
+    assert proxy.Policy.from_env({}).isolate
+
+
+def _network_body(**fields: Any) -> dict[str, Any]:
+    """What docker-py's create_network sends for hostkit_swarm.py's user network."""
+    return {"Name": "hk1-net-user-alice", "Driver": "overlay", "Options": None, "IPAM": None,
+            "CheckDuplicate": True, "Attachable": True, **fields}
+
+
+def test_a_users_network_is_created_with_the_stack_label() -> None:
+    assert proxy.check_network_create(_network_body(), SWARM)["Labels"] == {proxy.LABEL: "hk1"}
+    encrypted = proxy.check_network_create(_network_body(Options={"encrypted": ""}), SWARM)
+    assert encrypted["Options"] == {"encrypted": ""}
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"Name": "hk1-net"}, "is not hk1-net-user-NAME"),
+    ({"Name": "other-user-alice"}, "is not hk1-net-user-NAME"),
+    ({"Name": "hk1-net-user-../x"}, "is not hk1-net-user-NAME"),
+    ({"Driver": "bridge"}, "only overlay"),
+    ({"Driver": "macvlan"}, "only overlay"),
+    ({"Attachable": False}, "attachable"),
+    ({"Options": {"com.docker.network.driver.mtu": "9000"}}, "options"),
+    ({"Options": {"parent": "eth0"}}, "options"),
+    ({"IPAM": {"Config": [{"Subnet": "192.168.0.0/16"}]}}, "IPAM"),
+    ({"Internal": True}, "Internal"),
+    ({"Ingress": True}, "Ingress"),
+    ({"ConfigFrom": {"Network": "hk1-net"}}, "ConfigFrom"),
+    ({"EnableIPv6": True}, "EnableIPv6"),
+    ({"Scope": "local"}, "Scope"),
+    ({"Surprise": 1}, "Surprise"),
+])
+def test_other_networks_are_refused(fields: dict[str, Any], reason: str) -> None:
+    with pytest.raises(proxy.Refused, match=reason):
+        proxy.check_network_create(_network_body(**fields), SWARM)
+
+
+HUB_ID = "4f1e2d3c4b5a" + "0" * 52
+
+
+def test_only_the_hubs_own_container_joins_a_users_network_under_its_names() -> None:
+    joined = proxy.check_network_connect(
+        {"Container": HUB_ID[:12], "EndpointConfig": {"Aliases": ["jupyterhub"]}}, HUB_ID)
+    assert joined == {"Container": HUB_ID, "EndpointConfig": {"Aliases": ["jupyterhub"]}}  # by full id
+    assert proxy.check_network_connect({"Container": HUB_ID}, HUB_ID) == {"Container": HUB_ID}
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"Container": "hk1-nginx-1"}, "only the hub's own container"),
+    ({"Container": "4f1e2d"}, "only the hub's own container"),  # a prefix could name another
+    ({"Container": "4f1e2d3c4b5b"}, "only the hub's own container"),
+    ({"Container": ""}, "only the hub's own container"),
+    ({"Container": HUB_ID, "Force": True}, "connect fields"),
+    ({"Container": HUB_ID, "EndpointConfig": {"IPAMConfig": {"IPv4Address": "10.0.0.2"}}},
+     "endpoint settings"),
+    ({"Container": HUB_ID, "EndpointConfig": {"Links": ["jupyter-bob"]}}, "endpoint settings"),
+    ({"Container": HUB_ID, "EndpointConfig": {"Aliases": ["a b"]}}, "not an alias"),
+])
+def test_other_containers_and_endpoint_settings_are_refused(body: dict[str, Any], reason: str) -> None:
+    with pytest.raises(proxy.Refused, match=reason):
+        proxy.check_network_connect(body, HUB_ID)
+    with pytest.raises(proxy.Refused, match="only the hub's own container"):
+        proxy.check_network_connect({"Container": HUB_ID[:12]}, "")  # no hub running
+
+
+class FakeDocker:
+    """The Docker API behind the proxy: networks and the stack's hub container; what reaches it."""
+
+    NETWORKS: ClassVar[dict[str, dict[str, Any]]] = {
+        "hk1-net": {"Name": "hk1-net", "Labels": {}},
+        "hk1-net-user-alice": {"Name": "hk1-net-user-alice", "Labels": {proxy.LABEL: "hk1"}},
+        # another stack's, named as this one's would be
+        "hk1-net-user-bob": {"Name": "hk1-net-user-bob", "Labels": {proxy.LABEL: "hk2"}},
+    }
+
+    def __init__(self) -> None:
+        self.forwarded: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, url: str, body: Any = None,
+                headers: Any = None) -> tuple[int, list[Any], bytes]:
+        import json
+
+        name = url.split("?", maxsplit=1)[0].rsplit("/", 1)[-1]
+        if method == "GET" and url.startswith("/networks/"):
+            found = self.NETWORKS.get(name)
+            if not found:
+                return 404, [], b'{"message": "no such network"}'
+            return 200, [], json.dumps(found).encode()
+        self.forwarded.append((method, url, json.loads(body) if body else None))
+        return 200, [("Content-Type", "application/json")], b"{}"
+
+    def get_json(self, url: str) -> Any:
+        assert "jupyterhub" in urllib.parse.unquote(url)
+        return [{"Id": HUB_ID}]
+
+
+def _ask(socket_path: str, method: str, path: str, body: Any = None) -> int:
+    import http.client
+    import json
+    import socket
+
+    class Unix(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(socket_path)
+
+    conn = Unix("localhost")
+    conn.request(method, path, json.dumps(body) if body is not None else None,
+                 {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status
+
+
+def test_the_proxy_acts_only_on_the_stacks_user_networks_and_the_hubs_own_container(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    docker = FakeDocker()
+    guard = proxy.GuardKeeper(docker, SWARM, (), enabled=False)  # type: ignore[arg-type]
+    path = str(tmp_path / "docker.sock")
+    server = proxy.ProxyServer(path, SWARM, docker, guard)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hub = {"Container": HUB_ID[:12], "EndpointConfig": {"Aliases": ["jupyterhub"]}}
+        assert _ask(path, "POST", "/v1.41/networks/hk1-net-user-alice/connect", hub) == 200
+        assert docker.forwarded[-1][2]["Container"] == HUB_ID
+        assert _ask(path, "GET", "/v1.41/networks/hk1-net") == 200  # is the stack's encrypted
+        assert _ask(path, "DELETE", "/v1.41/networks/hk1-net-user-alice") == 200
+        assert _ask(path, "GET", "/v1.41/networks/hk1-net-user-carol") == 404
+        assert len(docker.forwarded) == 3
+        assert _ask(path, "DELETE", "/v1.41/networks/hk1-net") == 403  # the stack's own network
+        assert _ask(path, "POST", "/v1.41/networks/hk1-net/connect", hub) == 403
+        assert _ask(path, "POST", "/v1.41/networks/hk1-net-user-bob/connect", hub) == 403  # hk2's
+        assert _ask(path, "DELETE", "/v1.41/networks/hk1-net-user-bob") == 403
+        nginx = {"Container": "0123456789ab"}
+        assert _ask(path, "POST", "/v1.41/networks/hk1-net-user-alice/connect", nginx) == 403
+        assert _ask(path, "POST", "/v1.41/networks/create", _network_body(Driver="bridge")) == 403
+        assert len(docker.forwarded) == 3
+        assert _ask(path, "POST", "/v1.41/networks/create", _network_body()) == 200
+        assert docker.forwarded[-1][2]["Labels"] == {proxy.LABEL: "hk1"}
+    finally:
+        server.shutdown()
+        server.server_close()

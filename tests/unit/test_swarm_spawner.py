@@ -20,9 +20,18 @@ def _load() -> Any:
     # Docker API's JSON, so a stand-in base class is enough to import it here.
     from traitlets import HasTraits
 
-    class SwarmSpawner(HasTraits):  # what the subclass calls of it: poll and the state
+    class SwarmSpawner(HasTraits):  # what the subclass calls of it: poll, create, stop, the state
+        escaped_name = "alice"
+        network_name = "hostkit-jupyterhub"
+
         async def poll(self) -> Any:
             return None
+
+        async def create_object(self) -> Any:
+            return {"ID": "svc1", "Networks": [self.network_name]}
+
+        async def stop(self, now: bool = False) -> None:
+            pass
 
         def get_state(self) -> dict[str, Any]:
             return {"object_id": "svc1"}
@@ -91,13 +100,10 @@ class Spawner:
         self.asked.append(method)
         if method == "inspect_node":
             if args[0] not in self.nodes:
-                import requests
-                from docker.errors import APIError
-
-                response = requests.Response()
-                response.status_code = 404
-                raise APIError("node not found", response=response)
+                raise _api_error(404, "node not found")
             return self.nodes[args[0]]
+        if method == "inspect_network":  # a server from before users had networks of their own
+            raise _api_error(404, "network not found")
         if method == "nodes":
             return list(self.nodes.values())
         if method == "tasks":
@@ -151,3 +157,118 @@ def test_a_user_whose_files_were_restored_elsewhere_goes_to_the_labelled_node() 
     other = _node("c")
     other["Spec"]["Labels"] = {"org.hostkit.files.alicia": "x"}  # another user's label
     assert Spawner([_node("a", memory=64 * GIB), other]).choose() == "a"
+
+
+def _api_error(status: int, text: str = "") -> Exception:
+    import requests
+    from docker.errors import APIError
+
+    response = requests.Response()
+    response.status_code = status
+    return APIError(text, response=response)
+
+
+class NetworkDocker:
+    """The networks part of the Docker API, as the proxy lets the hub see it."""
+
+    def __init__(self, encrypted: bool = False, busy_removals: int = 0) -> None:
+        self.networks: dict[str, dict[str, Any]] = {
+            "hostkit-jupyterhub": {"Options": {"encrypted": ""} if encrypted else {}, "Containers": {}}}
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.busy_removals = busy_removals  # the stopped server's task still on the network
+
+    async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((method, args, kwargs))
+        if method in ("nodes", "tasks"):
+            return [_node("a")] if method == "nodes" else []
+        name = args[1] if "container" in method else args[0]
+        if method != "create_network" and name not in self.networks:
+            raise _api_error(404, "network not found")
+        if method == "inspect_network":
+            return self.networks[name]
+        if method == "create_network":
+            self.networks[name] = {"Options": kwargs["options"] or {}, "Containers": {}}
+        elif method == "connect_container_to_network":
+            self.networks[name]["Containers"][args[0] + "f" * 52] = {}
+        elif method == "disconnect_container_from_network":
+            self.networks[name]["Containers"].clear()
+        elif method == "remove_network":
+            if self.busy_removals:
+                self.busy_removals -= 1
+                raise _api_error(403, "network has active endpoints")
+            del self.networks[name]
+        return None
+
+    def asked(self, method: str) -> list[tuple[Any, ...]]:
+        return [args for m, args, _ in self.calls if m == method]
+
+
+USER_NETWORK = "hostkit-jupyterhub-user-alice"
+
+
+def _isolating_spawner(docker: NetworkDocker) -> Any:
+    spawner = swarm_spawner.HostkitSwarmSpawner(network_removal_timeout=30)
+    spawner.log = logging.getLogger("test")
+    spawner.user = types.SimpleNamespace(name="alice")
+    spawner.docker = docker
+    return spawner
+
+
+def test_a_server_gets_a_network_of_its_own_which_the_hub_joins_under_its_service_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(swarm_spawner.socket, "gethostname", lambda: "4f1e2d3c4b5a")
+    docker = NetworkDocker(encrypted=True)
+    spawner = _isolating_spawner(docker)
+    created = asyncio.run(spawner.create_object())
+    assert created["Networks"] == ["hostkit-jupyterhub-user-alice"]  # the service is on it only
+    (create,) = [kw for m, _, kw in docker.calls if m == "create_network"]
+    assert create == {"driver": "overlay", "attachable": True, "check_duplicate": True,
+                      "options": {"encrypted": ""}}  # encrypted like the stack's overlay
+    assert docker.asked("connect_container_to_network") == [("4f1e2d3c4b5a", USER_NETWORK)]
+    # started again: the network is there, the hub on it: nothing is created or joined twice
+    asyncio.run(_isolating_spawner(docker).create_object())
+    assert len(docker.asked("create_network")) == 1
+    assert len(docker.asked("connect_container_to_network")) == 1
+    unencrypted = NetworkDocker(encrypted=False)
+    asyncio.run(_isolating_spawner(unencrypted).create_object())
+    assert [kw["options"] for m, _, kw in unencrypted.calls if m == "create_network"] == [None]
+
+
+def test_a_new_hub_container_joins_the_networks_of_running_servers_on_its_first_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docker = NetworkDocker()
+    monkeypatch.setattr(swarm_spawner.socket, "gethostname", lambda: "4f1e2d3c4b5a")
+    asyncio.run(_isolating_spawner(docker).create_object())
+    monkeypatch.setattr(swarm_spawner.socket, "gethostname", lambda: "99aa88bb77cc")  # `stack up`
+    after_restart = _isolating_spawner(docker)
+    assert asyncio.run(after_restart.poll()) is None
+    assert asyncio.run(after_restart.poll()) is None
+    assert docker.asked("connect_container_to_network")[1:] == [("99aa88bb77cc", USER_NETWORK)]
+    assert not docker.asked("create_network")[1:]  # a poll never makes a network
+
+
+def test_a_stopped_servers_network_goes_once_its_task_has_left_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(swarm_spawner.socket, "gethostname", lambda: "4f1e2d3c4b5a")
+    monkeypatch.setattr(swarm_spawner.asyncio, "sleep", _no_wait)
+    docker = NetworkDocker(busy_removals=2)
+    spawner = _isolating_spawner(docker)
+    asyncio.run(spawner.create_object())
+    asyncio.run(spawner.stop())
+    assert docker.asked("disconnect_container_from_network") == [("4f1e2d3c4b5a", USER_NETWORK)]
+    assert len(docker.asked("remove_network")) == 3
+    assert "hostkit-jupyterhub-user-alice" not in docker.networks
+    asyncio.run(spawner.stop())  # stopped twice: nothing left to remove, no error
+
+
+def test_isolation_off_keeps_the_server_on_the_stacks_network() -> None:
+    docker = NetworkDocker()
+    spawner = _isolating_spawner(docker)
+    spawner.isolate_users = False
+    assert asyncio.run(spawner.create_object())["Networks"] == ["hostkit-jupyterhub"]
+    assert not docker.asked("create_network")
+
+
+async def _no_wait(_seconds: float) -> None:
+    return None
