@@ -138,13 +138,7 @@ def wait_ready_like_a_browser(user: HubUser) -> None:
     One long request per user: polling the REST API instead would add hub CPU that no
     student's browser costs, and inflate the hub's share per spawn.
     """
-    token = user.http.cookies.get("_xsrf", path="/hub/") or user.http.cookies.get("_xsrf") or ""
-    with user.http.get(
-        f"{user.dep.url}/hub/api/users/{user.name}/server/progress",
-        headers={"X-XSRFToken": str(token), "Referer": f"{user.dep.url}/hub/"},
-        stream=True,
-        timeout=(30, 900),
-    ) as r:
+    with user.api("GET", f"/users/{user.name}/server/progress", stream=True, timeout=(30, 900)) as r:
         r.raise_for_status()
         for line in r.iter_lines(decode_unicode=True):
             if not line or not line.startswith("data:"):

@@ -350,7 +350,7 @@ class BackupMaker:
                 previous: Optional[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], bool]:
         rel = f"volumes/{at.node}/{volume}.tar" if at.remote else f"volumes/{volume}.tar"
         where = {"node": at.node, "node_id": at.node_id} if at.remote else {}
-        label = f"{at.node}: {volume}" if at.remote else volume  # progress names the node
+        label = at.label(volume)  # progress names the node
         mountpoint = volume_mountpoint(self.host, volume, at)
         if mountpoint is None:
             raise HostkitError(f"volume {volume}{at.on} disappeared during the backup")

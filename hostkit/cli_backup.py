@@ -255,7 +255,6 @@ def users_volumes(
         typer.echo("no user volumes")
 
 
-
 @users_app.command("start")
 def users_start(
     names: Optional[List[str]] = typer.Argument(None, help="Users whose servers to start."),

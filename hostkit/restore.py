@@ -248,7 +248,7 @@ class Restorer:
         item = d.item
         volume = item["volume"]
         at = self.place(item)
-        label = f"{at.node}: {volume}" if at.remote else volume  # progress names the node
+        label = at.label(volume)  # progress names the node
         if at.remote:
             self._wait_unused(at, volume)
         mountpoint = ensure_volume(self.host, volume, at=at)

@@ -47,6 +47,10 @@ class At:
         """" on NODE" for messages; "" here."""
         return f" on {self.node}" if self.via else ""
 
+    def label(self, name: str) -> str:
+        """"NODE: name" for progress lines; name itself here."""
+        return f"{self.node}: {name}" if self.via else name
+
     def argv(self, argv: Sequence[str]) -> list[str]:
         """The command as run there: through ssh as one quoted line, or as it is."""
         return [*self.via, shlex.join(argv)] if self.via else list(argv)
@@ -57,8 +61,7 @@ class At:
             raise HostkitError(f"ssh {self.node}: {result.stderr.strip() or 'failed'}",
                                f"the manager logs in to every node with a key: ssh-copy-id {self.via[-1]}")
         if kwargs.get("check") and not result.ok:
-            where = f" on {self.node}" if self.node else ""
-            raise HostkitError(f"{' '.join(argv[:3])}{where}: "
+            raise HostkitError(f"{' '.join(argv[:3])}{self.on}: "
                                f"{result.stderr.strip() or result.stdout.strip() or 'failed'}")
         return result
 

@@ -135,11 +135,7 @@ def cluster_images(ctx: ProbeContext, ssh_user: str = "root", deploy_dir: str = 
     early, others, _me = _cluster(ctx)
     if early:
         return early
-    env_path = f"{deploy_dir}/.env"
-    from hostkit.stack import parse_env
-
-    env = parse_env(ctx.host.read_text(env_path)) if ctx.host.exists(env_path) else {}
-    image = env.get("HOSTKIT_NOTEBOOK_IMAGE", "hostkit/singleuser:full")
+    image = _stack_env(ctx, deploy_dir).get("HOSTKIT_NOTEBOOK_IMAGE", "hostkit/singleuser:full")
     want = swarm.image_id(ctx.host, image)
     if want is None:
         return Outcome.fail(f"{image} is not on the manager", hint="hostkit stack build")

@@ -287,9 +287,8 @@ class HubUser:
         """The hub's REST API with the session cookie (and the XSRF header it requires)."""
         token = self.http.cookies.get("_xsrf", path="/hub/") or self.http.cookies.get("_xsrf") or ""
         headers = {"X-XSRFToken": str(token), "Referer": f"{self.dep.url}/hub/"}
-        return self.http.request(
-            method, f"{self.dep.url}/hub/api{path}", headers=headers, timeout=60, **kwargs
-        )
+        kwargs.setdefault("timeout", 60)
+        return self.http.request(method, f"{self.dep.url}/hub/api{path}", headers=headers, **kwargs)
 
     # ---- the user's server -------------------------------------------------------------
     def server_state(self) -> dict[str, Any]:
