@@ -123,6 +123,22 @@ def test_servers_started_before_the_class_are_the_students_own_and_running_at_lo
     assert user.run_code("1+1", user.token()) == "2"
 
 
+def test_a_class_of_more_than_one_page_of_hub_users_is_started_whole(dep: Deployment) -> None:
+    """The hub lists its users 200 at a time; a large class must not lose the rest."""
+    admin = HubUser(dep, "admin", dep.admin_password)
+    assert admin.login()
+    crowd = [f"crowd{i:03d}" for i in range(205)]  # hub users only: no account, no server
+    r = admin.api("POST", "/users", json={"usernames": crowd})
+    assert r.status_code == 201, r.text
+    try:
+        dry = dep.cli("users", "start", "--all", "--dry-run")
+        listed = dry.stdout.split("would start:", 1)[1].split()
+        assert [n for n in listed if n.startswith("crowd")] == crowd
+    finally:
+        for name in crowd:
+            admin.api("DELETE", f"/users/{name}")
+
+
 def test_a_full_hub_says_the_server_is_queued_and_retries_instead_of_an_error(dep: Deployment) -> None:
     # the ten servers above still run; allow one: the next student finds the hub full
     dep.settings["HOSTKIT_ACTIVE_SERVER_LIMIT"] = "1"
