@@ -19,7 +19,7 @@ from hostkit.errors import HostkitError, UsageError
 from hostkit.stack import Stack
 from hostkit.volumes import tree_fingerprint, user_volumes, volume_mountpoint
 
-# Run by the hub container's python3; reads {"method", "path", "body", "token"} on stdin: the
+# Run by the hub container's python3; reads {"method", "path", "body", "token", "accept"} on stdin: the
 # token comes from .env on stdin (never in the hub's environment, never on a command line).
 HUB_API_CLIENT = r"""
 import json, os, sys, urllib.error, urllib.request
@@ -29,7 +29,7 @@ r = urllib.request.Request(
     "http://127.0.0.1:8081/hub" + req["path"], method=req["method"],
     data=None if body is None else json.dumps(body).encode(),
     headers={"Authorization": "token " + (req.get("token") or os.environ.get("HOSTKIT_API_TOKEN", "")),
-             "Content-Type": "application/json"})
+             "Content-Type": "application/json", "Accept": req.get("accept") or "application/json"})
 try:
     with urllib.request.urlopen(r, timeout=120) as resp:
         status, text = resp.status, resp.read().decode()
@@ -39,12 +39,13 @@ print(json.dumps({"status": status, "body": text}))
 """
 
 
-def hub_api(stack: Stack, method: str, path: str, body: Optional[dict[str, Any]] = None) -> tuple[int, str]:
+def hub_api(stack: Stack, method: str, path: str, body: Optional[dict[str, Any]] = None,
+            accept: str = "") -> tuple[int, str]:
     """(HTTP status, body) of a request to the hub's API as the `hostkit` service."""
     cid = stack.hub_container()
     result = stack.host.run(
         ["docker", "exec", "-i", cid, "python3", "-c", HUB_API_CLIENT],
-        input=json.dumps({"method": method, "path": path, "body": body,
+        input=json.dumps({"method": method, "path": path, "body": body, "accept": accept,
                           "token": stack.env().get("HOSTKIT_API_TOKEN", "")}),
         timeout=180,
     )
@@ -156,13 +157,31 @@ class ServerStart:
     ok: bool
 
 
+PAGINATION = "application/jupyterhub-pagination+json"
+PAGE_SIZE = 200  # the hub's own ceiling by default (api_page_max_limit)
+
+
+def hub_users(stack: Stack) -> list[dict[str, Any]]:
+    """Every hub user's model. The hub answers a page at a time (200 at most), so a class
+    larger than a page is read page by page, following the hub's own `next`."""
+    users: list[dict[str, Any]] = []
+    offset: Optional[int] = 0
+    while offset is not None:
+        status, text = hub_api(stack, "GET", f"/api/users?offset={offset}&limit={PAGE_SIZE}",
+                               accept=PAGINATION)
+        if status != 200:
+            raise HostkitError(f"the hub did not list its users: HTTP {status} {_message(text)}")
+        page = json.loads(text)
+        users += page["items"]
+        following = (page.get("_pagination") or {}).get("next")
+        offset = int(following["offset"]) if following else None
+    return users
+
+
 def users_without_a_server(stack: Stack) -> list[str]:
     """Hub users (everyone who has logged in once) with no server, the admin left out."""
-    status, text = hub_api(stack, "GET", "/api/users")
-    if status != 200:
-        raise HostkitError(f"the hub did not list its users: HTTP {status} {_message(text)}")
     admin = stack.env().get("HOSTKIT_ADMIN", "admin")
-    return sorted(u["name"] for u in json.loads(text) if not u.get("servers") and u["name"] != admin)
+    return sorted(u["name"] for u in hub_users(stack) if not u.get("servers") and u["name"] != admin)
 
 
 def _refusal(status: int, text: str) -> str:
@@ -198,14 +217,17 @@ def start_servers(
     log(f"asked for {len(waiting)} servers; the hub starts them in turn")
     deadline = time.monotonic() + timeout
     while waiting:
-        status, text = hub_api(stack, "GET", "/api/users")
-        servers = {u["name"]: u.get("servers", {}).get("") for u in json.loads(text)} if status == 200 else {}
+        try:
+            servers = {u["name"]: u.get("servers", {}).get("") for u in hub_users(stack)}
+            listed = True
+        except HostkitError:  # a hub busy starting servers may miss one poll; the next one counts
+            servers, listed = {}, False
         for name in list(waiting):
             server = servers.get(name)
             if server and server.get("ready"):
                 outcomes[name] = ServerStart(name, "ready", True)
                 waiting.remove(name)
-            elif status == 200 and not server:  # neither pending nor ready: the spawn failed
+            elif listed and not server:  # neither pending nor ready: the spawn failed
                 outcomes[name] = ServerStart(name, "failed to start (`hostkit stack logs` says why)", False)
                 waiting.remove(name)
         ready = sum(o.outcome == "ready" for o in outcomes.values())

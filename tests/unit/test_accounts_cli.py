@@ -99,20 +99,32 @@ def test_restore_ends_with_the_doctors_stack_checks_and_fails_with_them(
 
 
 class _Hub:
-    """The hub's REST API as `users start` sees it: each GET of /api/users moves spawns on."""
+    """The hub's REST API as `users start` sees it: each full read of /api/users moves spawns
+    on. It pages as JupyterHub does, here two users a page whatever the limit asked."""
+
+    PAGE = 2
 
     def __init__(self, users: dict[str, str]) -> None:
         self.users = users  # name -> "", "pending", "ready"
         self.started: list[str] = []
 
-    def __call__(self, stack: object, method: str, path: str, body: object = None) -> tuple[int, str]:
+    def __call__(self, stack: object, method: str, path: str, body: object = None,
+                 accept: str = "") -> tuple[int, str]:
         import json
+        from urllib.parse import parse_qs, urlsplit
 
-        if method == "GET" and path == "/api/users":
+        url = urlsplit(path)
+        if method == "GET" and url.path == "/api/users":
+            assert accept == "application/jupyterhub-pagination+json"
+            offset = int(parse_qs(url.query).get("offset", ["0"])[0])
             listing = [{"name": n, "servers": {"": {"ready": s == "ready"}} if s else {}}
-                       for n, s in self.users.items()]
-            self.users = {n: {"pending": "ready", "broken": ""}.get(s, s) for n, s in self.users.items()}
-            return 200, json.dumps(listing)
+                       for n, s in list(self.users.items())[offset:offset + self.PAGE]]
+            more = offset + self.PAGE < len(self.users)
+            if not more:
+                self.users = {n: {"pending": "ready", "broken": ""}.get(s, s) for n, s in self.users.items()}
+            return 200, json.dumps({"items": listing, "_pagination": {
+                "offset": offset, "limit": self.PAGE, "total": len(self.users),
+                "next": {"offset": offset + self.PAGE} if more else None}})
         name = path.split("/")[3]
         if name not in self.users:
             return 404, json.dumps({"message": f"No such user: {name}"})
@@ -131,18 +143,18 @@ def _deploy_dir(tmp_path: Path) -> None:
 def test_users_start_all_starts_everyone_without_a_server_and_waits_until_ready(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _deploy_dir(tmp_path)
-    hub = _Hub({"teacher": "", "alice": "", "bob": "ready", "dave": ""})
+    hub = _Hub({"teacher": "", "alice": "", "bob": "ready", "dave": "", "erin": ""})
     monkeypatch.setattr("hostkit.accounts.hub_api", hub)
     monkeypatch.setattr("hostkit.host.LocalHost.run", lambda self, argv, **kw: None)  # the sleep
     dry = runner.invoke(app, ["users", "start", "--all", "--dry-run", "--root", str(tmp_path)])
     assert dry.exit_code == 0, dry.output
-    assert "would start: alice dave" in dry.output
+    assert "would start: alice dave erin" in dry.output  # erin is on the hub's third page
     assert hub.started == []
     result = runner.invoke(app, ["users", "start", "--all", "--root", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert hub.started == ["alice", "dave"]  # not the admin, not bob who runs already
+    assert hub.started == ["alice", "dave", "erin"]  # not the admin, not bob who runs already
     assert "alice                    ready" in result.output
-    assert "2 ready, 0 starting" in result.output  # progress, until every one answers
+    assert "3 ready, 0 starting" in result.output  # progress, until every one answers
 
 
 def test_users_start_names_each_user_it_could_not_start_and_fails(
