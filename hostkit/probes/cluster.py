@@ -18,8 +18,9 @@ import json
 import re
 import shlex
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from hostkit.doctor import ProbeContext
 from hostkit.errors import HostkitError
@@ -152,6 +153,77 @@ def cluster_images(ctx: ProbeContext, ssh_user: str = "root", deploy_dir: str = 
     if bad:
         return Outcome.fail(f"{image}: " + "; ".join(bad), hint="hostkit cluster sync-images")
     return Outcome.ok(f"{image} on all {len(workers)} ready worker(s), the same as here")
+
+
+# ---- every node's own host checks -----------------------------------------------------------
+# The doctor's host groups, as a node runs them; the public port is the manager's alone (nginx).
+NODE_CHECKS = ("host", "docker", "daemon", "storage", "firewall", "dns", "net")
+NOT_ON_NODES = ("firewall.public-port", "net.public-port")
+NODE_DOCTOR = ("hostkit doctor --format json "
+               + " ".join(f"--only {c}" for c in NODE_CHECKS)
+               + " " + " ".join(f"--skip {c}" for c in NOT_ON_NODES))
+
+
+def node_findings(hostname: str, report: dict[str, Any]) -> tuple[list[str], list[str], int]:
+    """(failures, warnings, passed) of one node's doctor report, each named with the node."""
+    failed, warned, passed = [], [], 0
+    for check in report.get("checks") or []:
+        status, what = check["status"], f"{hostname}: {check['id']} {check['summary']}"
+        fix = f" (fix there: {check['hint']})" if check.get("hint") else ""
+        if status in ("fail", "error"):
+            failed.append(what + fix)
+        elif status == "warn":
+            warned.append(what)
+        elif status == "pass":
+            passed += 1
+    return failed, warned, passed
+
+
+NodeReport = tuple[Optional[dict[str, Any]], str]  # (the node's doctor report, why none)
+
+
+def _node_report(ctx: ProbeContext, node: swarm.Node, ssh_user: str) -> NodeReport:
+    res = ctx.host.run([*swarm.ssh_argv(ssh_user, node.addr), NODE_DOCTOR], timeout=240)
+    if res.returncode == 255:
+        return None, f"{node.hostname}: ssh failed ({res.stderr.strip()[-200:]})"
+    if res.returncode == 127:
+        return None, f"{node.hostname}: hostkit is not installed there, its host checks were not run"
+    try:
+        return json.loads(res.stdout), ""
+    except ValueError:
+        said = (res.stderr or res.stdout).strip()[-200:]
+        return None, f"{node.hostname}: the doctor gave no report ({said})"
+
+
+@probe("cluster_hosts")
+def cluster_hosts(ctx: ProbeContext, ssh_user: str = "root") -> Outcome:
+    """Every other node's own host checks (Docker, daemon.json, storage, firewalld, DNS,
+    egress), run there by its hostkit over ssh: one place to read the whole cluster."""
+    early, others, _me = _cluster(ctx)
+    if early:
+        return early
+    ready = [n for n in others if n.state == "ready"]
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(ready)))) as pool:
+        reports = list(pool.map(lambda n: (n, *_node_report(ctx, n, ssh_user)), ready))
+    failed, warned, unread, passed = [], [], [], 0
+    unread += [f"{n.hostname} is {n.state}: not checked" for n in others if n.state != "ready"]
+    for node, report, why in reports:
+        if report is None:
+            unread.append(why)
+            continue
+        f, w, p = node_findings(node.hostname, report)
+        failed += f
+        warned += w
+        passed += p
+    if failed:
+        return Outcome.fail("; ".join(failed + warned + unread),
+                            hint="on that node: hostkit cluster join (it converges Docker, "
+                            "daemon.json and firewalld), or `hostkit doctor --fix` there")
+    if warned or unread:
+        return Outcome.warn("; ".join(warned + unread),
+                            hint="install hostkit on every node (it joins with `hostkit cluster "
+                            "join`) and let the manager log in with a key (ssh-copy-id)")
+    return Outcome.ok(f"{passed} host checks pass on {', '.join(n.hostname for n in ready)}")
 
 
 # ---- the overlay's own traffic: UDP rules, MTU, a server on every worker -------------------

@@ -245,9 +245,22 @@ def test_the_doctor_passes_on_the_cluster_and_names_node_and_port_when_one_is_cl
         return {c["id"]: c for c in json.loads(res.stdout)["checks"]}
 
     checks = doctor()
+    hosts = checks.pop("cluster.hosts")
     assert {k: v["status"] for k, v in checks.items()} == {
         "cluster.ports": "pass", "cluster.clocks": "pass", "cluster.images": "pass",
         "cluster.udp": "pass", "cluster.mtu": "pass", "cluster.overlay": "pass"}, checks
+    # each worker's own host checks, run there: warnings only (two CPUs, ext4 volumes)
+    assert hosts["status"] in ("pass", "warn"), hosts
+    assert hosts["status"] == "pass" or "fail" not in hosts["summary"], hosts
+    worker1 = cluster.workers[0]
+    worker1.sh("mv /etc/docker/daemon.json /etc/docker/daemon.json.away")
+    try:
+        broken = doctor()["cluster.hosts"]
+    finally:
+        worker1.sh("mv /etc/docker/daemon.json.away /etc/docker/daemon.json")
+    assert broken["status"] == "fail", broken
+    assert "worker1: daemon.logging" in broken["summary"]
+    assert "worker2: daemon" not in broken["summary"]
     assert "worker1, worker2" in checks["cluster.overlay"]["summary"]
     assert "1450 + 50 VXLAN" in checks["cluster.mtu"]["summary"]
     worker2 = cluster.workers[1]

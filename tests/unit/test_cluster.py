@@ -366,8 +366,14 @@ class OverlayHost(ClusterHost):
         self.overlay_options = overlay_options
         self.unanswered = unanswered or {}  # test server address or name -> the hub's error
         self.services: dict[str, str] = {}  # name -> node id
+        self.doctors: dict[str, tuple[int, str]] = {}  # node address -> the node's doctor (rc, JSON)
 
     def _node_shell(self, key: tuple[str, ...], addr: str, script: str) -> CommandResult:
+        if script.startswith("hostkit doctor"):
+            assert "--only daemon" in script
+            assert "--skip net.public-port" in script
+            rc, report = self.doctors.get(addr, (0, _doctor_report([("daemon.logging", "pass", "")])))
+            return CommandResult(key, rc, report, "" if rc != 127 else "hostkit: command not found")
         if script.startswith("firewall-cmd"):
             view = self.firewalls.get(addr, "TARGET default\n" + SWARM_RULES[addr])
             return CommandResult(key, 0, view + "\n", "")
@@ -407,6 +413,32 @@ class OverlayHost(ClusterHost):
             why = self.unanswered.get(target, "")
             return CommandResult(key, 1 if why else 0, "", why)
         return super().run(argv, **kwargs)
+
+
+def _doctor_report(checks: list[tuple[str, str, str]]) -> str:
+    return json.dumps({"checks": [{"id": i, "status": st, "summary": f"{i} said so", "hint": hint}
+                                  for i, st, hint in checks]})
+
+
+def test_the_doctor_runs_every_nodes_own_host_checks_there_and_names_the_node(tmp_path: Path) -> None:
+    from hostkit.results import Status
+
+    host = OverlayHost(tmp_path, {})
+    both = _probe("cluster_hosts", host)
+    assert both.status is Status.PASS, both.summary
+    assert both.summary == "2 host checks pass on worker1, worker2"
+    host.doctors["172.20.0.4"] = (1, _doctor_report([
+        ("daemon.logging", "fail", "hostkit cluster join"), ("host.resources", "warn", ""),
+        ("firewall.running", "skip", "")]))
+    bad = _probe("cluster_hosts", host)
+    assert bad.status is Status.FAIL
+    assert bad.summary.startswith("worker2: daemon.logging daemon.logging said so "
+                                  "(fix there: hostkit cluster join); worker2: host.resources")
+    assert "worker1" not in bad.summary
+    host.doctors = {"172.20.0.3": (127, "")}
+    missing = _probe("cluster_hosts", host)
+    assert missing.status is Status.WARN
+    assert missing.summary == "worker1: hostkit is not installed there, its host checks were not run"
 
 
 def test_the_doctor_reads_every_nodes_firewalld_for_the_swarms_udp_ports(tmp_path: Path) -> None:
