@@ -43,11 +43,16 @@ class BootstrapOptions:
 
 
 def bootstrap_steps(options: BootstrapOptions, recorded: dict[str, Any],
-                    progress: ProgressFactory = no_progress) -> tuple[list[Step], RelocateStep]:
-    """The host steps in order, and the relocation step (its notes are reported at the end)."""
+                    progress: ProgressFactory = no_progress,
+                    public_port: bool = True) -> tuple[list[Step], RelocateStep]:
+    """The host steps in order, and the relocation step (its notes are reported at the end).
+
+    public_port=False for a cluster's worker: it runs users' servers, never nginx.
+    """
     relocate = RelocateStep(options.data_root, options.daemon_options(), progress=progress,
                             adopt=options.adopt)
+    firewall = FirewalldStep(options.port if public_port else None)
     steps: list[Step] = [DistroStep(options.force), DockerInstallStep(options.docker_source),
-                         GpuToolkitStep(options.gpu), FirewalldStep(options.port), relocate,
+                         GpuToolkitStep(options.gpu), firewall, relocate,
                          DaemonJsonStep(options.daemon_options(), recorded), SiteSettingsStep(recorded)]
     return steps, relocate

@@ -32,6 +32,7 @@ from hostkit.steps import (
     SKIPPED,
     Change,
     Plan,
+    PlanResult,
     Step,
     StepResult,
     render_step,
@@ -287,50 +288,118 @@ class StackOptions:
     extra_args: tuple[str, ...] = ()
 
 
+# The host's options, shared by `bootstrap` and `cluster init`/`join` (every node of a
+# cluster gets the same host steps).
+DataRootOpt = typer.Option(
+    None, "--data-root", metavar="DIR",
+    help="Move Docker's data here (absolute path on a real disk).")
+AdoptOpt = typer.Option(
+    False, "--adopt",
+    help="--data-root already holds a Docker root: run Docker on it as it is, copying "
+         "nothing (the current root is left in place).")
+DnsOpt = typer.Option(
+    None, "--dns", metavar="IP",
+    help="Resolver for containers (repeat for several); each must answer from this host. "
+         f"Default: keep daemon.json's, else {', '.join(DEFAULTS.dns)} where it answers, "
+         "else this host's resolvers.")
+LogMaxSizeOpt = typer.Option(
+    None, "--log-max-size", metavar="SIZE",
+    help=f"Container log rotation: size per file, e.g. 10m (default: keep, else "
+         f"{DEFAULTS.log_max_size}).")
+LogMaxFileOpt = typer.Option(
+    None, "--log-max-file", metavar="COUNT",
+    help=f"Container log rotation: files kept (default: keep, else "
+         f"{DEFAULTS.log_max_file}).")
+LogDriverOpt = typer.Option(
+    None, "--log-driver",
+    help="Switch containers' log driver (default: keep the one daemon.json names).")
+DockerSourceOpt = typer.Option(
+    DockerSource.distro, "--docker-source",
+    help="Where Docker comes from on Debian/Ubuntu: the distro's packages or Docker's.")
+ProbeImageOpt = typer.Option(
+    None, "--probe-image", metavar="IMAGE",
+    help="Local image for the container DNS/egress probe (default: one of hostkit's, "
+         "made here if need be).")
+ProbeHostOpt = typer.Option(
+    "deb.debian.org", "--probe-host", metavar="HOST",
+    help="Name a container must resolve and reach over HTTP.")
+GpuOpt = typer.Option(
+    False, "--gpu", help="Where an NVIDIA driver runs: install NVIDIA's container toolkit "
+                         "so users' containers can be given GPUs.")
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask before stopping Docker.")
+ForceOpt = typer.Option(False, "--force", help="Try on an unsupported distro.")
+
+
+def host_options(*, data_root: Optional[str], adopt: bool, dns: Optional[List[str]],
+                 log_max_size: Optional[str], log_max_file: Optional[int],
+                 log_driver: Optional[LogDriver], docker_source: DockerSource,
+                 probe_image: Optional[str], probe_host: str, gpu: bool, force: bool,
+                 port: int = DEFAULTS.public_port) -> BootstrapOptions:
+    """The command line's host options, checked (one-line errors before anything changes)."""
+    if adopt and not data_root:
+        raise UsageError("--adopt needs --data-root DIR (the Docker root to use as it is)")
+    driver = log_driver.value if log_driver else None
+    check_daemon_inputs(dns or [], log_max_size, log_max_file, driver)
+    return BootstrapOptions(
+        data_root=data_root, adopt=adopt, gpu=gpu, dns=tuple(dns) if dns else None, port=port,
+        log_max_size=log_max_size, log_max_file=None if log_max_file is None else
+        str(log_max_file), log_driver=driver, force=force,
+        docker_source=docker_source.value, probe_image=probe_image, probe_host=probe_host)
+
+
+def run_host_plan(host: LocalHost, steps: list[Step], notes: list[str], *, dry_run: bool,
+                  yes: bool) -> PlanResult:
+    """Check every step, print the plan, ask before Docker stops, apply with progress."""
+    out.print("[bold]Plan[/bold]" + (" (dry run: nothing will change)" if dry_run else ""))
+    plan = Plan(steps, dry_run=dry_run, confirm=_confirm(yes),
+                on_planned=lambda r: out.print(render_step(r)))
+    plan.notes = notes
+    plan.on_result = _print_result
+    planned, result = plan.run(host, Facts(host))
+    logging.getLogger("hostkit").info("plan: %s", [(s.name, s.status) for s in planned.steps])
+    return result
+
+
+def converge_node(host: LocalHost, verb: str, options: BootstrapOptions, then: list[Step], *,
+                  public_port: bool, dry_run: bool, yes: bool) -> bool:
+    """A cluster node's plan: bootstrap's host steps (Docker, data-root, daemon.json,
+    firewalld), then the given steps (the swarm's), then the network proven from a
+    container (dns rolled back if it fails). True when everything went through."""
+    log_path = _start_log(host, verb)
+    recorded: dict[str, Any] = {"public_port": options.port} if public_port else {}
+    if options.data_root:
+        recorded["data_root"] = options.data_root
+    dns_before = read_dns(host)
+    steps, relocate = bootstrap_steps(options, recorded, progress=_RichProgress(out),
+                                      public_port=public_port)
+    result = run_host_plan(host, [*steps, *then], relocate.notes, dry_run=dry_run, yes=yes)
+    no_stack = StackOptions(False, DEFAULTS.deploy_dir)
+    extra = [] if dry_run or result.failed else _after_the_plan(host, options, no_stack, dns_before)
+    for note in result.notes:
+        out.print(f"[cyan]note:[/cyan] {escape(note)}")
+    out.print(render_summary(result) + _extra_summary(extra))
+    out.print(f"[dim]log: {log_path}[/dim]")
+    return not (result.failed or any(r.status == FAILED for r in extra))
+
+
 def bootstrap(
     *,
-    data_root: Optional[str] = typer.Option(
-        None, "--data-root", metavar="DIR",
-        help="Move Docker's data here (absolute path on a real disk)."),
-    adopt: bool = typer.Option(
-        False, "--adopt",
-        help="--data-root already holds a Docker root: run Docker on it as it is, copying "
-             "nothing (the current root is left in place)."),
-    dns: Optional[List[str]] = typer.Option(
-        None, "--dns", metavar="IP",
-        help="Resolver for containers (repeat for several); each must answer from this host. "
-             f"Default: keep daemon.json's, else {', '.join(DEFAULTS.dns)} where it answers, "
-             "else this host's resolvers."),
+    data_root: Optional[str] = DataRootOpt,
+    adopt: bool = AdoptOpt,
+    dns: Optional[List[str]] = DnsOpt,
     port: int = typer.Option(
         DEFAULTS.public_port, "--port", metavar="PORT",
         help="Public HTTPS port to open in firewalld."),
-    log_max_size: Optional[str] = typer.Option(
-        None, "--log-max-size", metavar="SIZE",
-        help=f"Container log rotation: size per file, e.g. 10m (default: keep, else "
-             f"{DEFAULTS.log_max_size})."),
-    log_max_file: Optional[int] = typer.Option(
-        None, "--log-max-file", metavar="COUNT",
-        help=f"Container log rotation: files kept (default: keep, else "
-             f"{DEFAULTS.log_max_file})."),
-    log_driver: Optional[LogDriver] = typer.Option(
-        None, "--log-driver",
-        help="Switch containers' log driver (default: keep the one daemon.json names)."),
-    docker_source: DockerSource = typer.Option(
-        DockerSource.distro, "--docker-source",
-        help="Where Docker comes from on Debian/Ubuntu: the distro's packages or Docker's."),
-    probe_image: Optional[str] = typer.Option(
-        None, "--probe-image", metavar="IMAGE",
-        help="Local image for the container DNS/egress probe (default: one of hostkit's, "
-             "made here if need be)."),
-    probe_host: str = typer.Option(
-        "deb.debian.org", "--probe-host", metavar="HOST",
-        help="Name a container must resolve and reach over HTTP."),
-    gpu: bool = typer.Option(
-        False, "--gpu", help="Where an NVIDIA driver runs: install NVIDIA's container toolkit "
-                             "so users' containers can be given GPUs."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before stopping Docker."),
+    log_max_size: Optional[str] = LogMaxSizeOpt,
+    log_max_file: Optional[int] = LogMaxFileOpt,
+    log_driver: Optional[LogDriver] = LogDriverOpt,
+    docker_source: DockerSource = DockerSourceOpt,
+    probe_image: Optional[str] = ProbeImageOpt,
+    probe_host: str = ProbeHostOpt,
+    gpu: bool = GpuOpt,
+    yes: bool = YesOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
-    force: bool = typer.Option(False, "--force", help="Try on an unsupported distro."),
+    force: bool = ForceOpt,
     stack: bool = typer.Option(
         True, "--stack/--no-stack", help="Deploy the hub (hostkit stack up) and run the doctor."),
     deploy_dir: Path = typer.Option(
@@ -345,19 +414,14 @@ def bootstrap(
         help="Extra argument for `hostkit stack up` (repeat), e.g. --stack-arg=--package-set=slim."),
 ) -> None:
     """Take this server to a running hub: Docker, data-root, daemon.json, firewalld."""
-    if adopt and not data_root:
-        raise UsageError("--adopt needs --data-root DIR (the Docker root to use as it is)")
-    driver = log_driver.value if log_driver else None
-    check_daemon_inputs(dns or [], log_max_size, log_max_file, driver)
+    options = host_options(
+        data_root=data_root, adopt=adopt, dns=dns, log_max_size=log_max_size,
+        log_max_file=log_max_file, log_driver=log_driver, docker_source=docker_source,
+        probe_image=probe_image, probe_host=probe_host, gpu=gpu, force=force, port=port)
     host = LocalHost()
     if not host.is_root():
         raise UsageError("bootstrap changes the system and must run as root",
                          "run it with sudo")
-    options = BootstrapOptions(
-        data_root=data_root, adopt=adopt, gpu=gpu, dns=tuple(dns) if dns else None, port=port,
-        log_max_size=log_max_size, log_max_file=None if log_max_file is None else
-        str(log_max_file), log_driver=driver, force=force,
-        docker_source=docker_source.value, probe_image=probe_image, probe_host=probe_host)
     stack_options = StackOptions(stack, str(deploy_dir), hostname, admin,
                                  tuple(stack_arg or ()))
     log_path = _start_log(host, "bootstrap")
@@ -368,13 +432,7 @@ def bootstrap(
         recorded["data_root"] = data_root
     steps, relocate = bootstrap_steps(options, recorded, progress=_RichProgress(out))
 
-    out.print("[bold]Plan[/bold]" + (" (dry run: nothing will change)" if dry_run else ""))
-    plan = Plan(steps, dry_run=dry_run, confirm=_confirm(yes),
-                on_planned=lambda r: out.print(render_step(r)))
-    plan.notes = relocate.notes
-    plan.on_result = _print_result
-    planned, result = plan.run(host, Facts(host))
-    logging.getLogger("hostkit").info("plan: %s", [(s.name, s.status) for s in planned.steps])
+    result = run_host_plan(host, steps, relocate.notes, dry_run=dry_run, yes=yes)
     if dry_run and stack_options.enabled and not result.failed:
         out.print(f"then: would run: hostkit stack up --deploy-dir {stack_options.directory} "
                   f"--port {port} and hostkit doctor")

@@ -14,7 +14,23 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hostkit.cli_options import OutputFormat, deploy_dir_option, format_option
+from hostkit.cli_bootstrap import (
+    AdoptOpt,
+    DataRootOpt,
+    DnsOpt,
+    DockerSourceOpt,
+    ForceOpt,
+    GpuOpt,
+    LogDriverOpt,
+    LogMaxFileOpt,
+    LogMaxSizeOpt,
+    ProbeHostOpt,
+    ProbeImageOpt,
+    YesOpt,
+    converge_node,
+    host_options,
+)
+from hostkit.cli_options import DockerSource, LogDriver, OutputFormat, deploy_dir_option, format_option
 from hostkit.errors import HostkitError, UsageError
 from hostkit.facts import Facts
 from hostkit.host import LocalHost
@@ -66,27 +82,48 @@ def cluster_init(
     encrypt: bool = typer.Option(True, "--encrypt/--no-encrypt",
                                  help="Encrypt the overlay network (IPsec; the kernel needs ESP)."),
     deploy_dir: Path = deploy_dir_option(),
+    data_root: Optional[str] = DataRootOpt,
+    adopt: bool = AdoptOpt,
+    dns: Optional[List[str]] = DnsOpt,
+    log_max_size: Optional[str] = LogMaxSizeOpt,
+    log_max_file: Optional[int] = LogMaxFileOpt,
+    log_driver: Optional[LogDriver] = LogDriverOpt,
+    docker_source: DockerSource = DockerSourceOpt,
+    probe_image: Optional[str] = ProbeImageOpt,
+    probe_host: str = ProbeHostOpt,
+    gpu: bool = GpuOpt,
+    yes: bool = YesOpt,
+    force: bool = ForceOpt,
     dry_run: bool = DryRunOpt,
 ) -> None:
-    """Make this host (the hub's) the swarm's manager; run again with more --peer to add servers."""
+    """Make this host (the hub's) the swarm's manager, after bootstrap's host steps (Docker,
+    data-root, daemon.json, firewalld); run again with more --peer to add servers."""
     host = LocalHost()
+    settings = load_settings(host)
+    options = host_options(
+        data_root=data_root, adopt=adopt, dns=dns, log_max_size=log_max_size,
+        log_max_file=log_max_file, log_driver=log_driver, docker_source=docker_source,
+        probe_image=probe_image, probe_host=probe_host, gpu=gpu, force=force,
+        port=settings.public_port)
     _root(host)
     addr = advertise_addr or primary_ip(host)
     if not addr:
         raise UsageError("cannot tell this host's address", "give --advertise-addr ADDR")
-    settings = load_settings(host)
     known = tuple(settings.cluster_peers)
     all_peers = swarm.normalise_peers([*known, *(peers or []), addr])
     network = Stack(host, str(deploy_dir)).read_env().get("HOSTKIT_NETWORK", DEFAULTS.network)
     steps: List[Step] = [swarm.SwarmPortsStep(all_peers), swarm.SwarmInitStep(addr),
                          swarm.OverlayNetworkStep(network, encrypt)]
-    _run(host, steps, dry_run)
+    if not converge_node(host, "cluster-init", options, steps, public_port=True, dry_run=dry_run,
+                         yes=yes):
+        raise typer.Exit(1)
     if dry_run:
         return
     _record_peers(host, all_peers)
     token = host.run(["docker", "swarm", "join-token", "-q", "worker"], timeout=30, check=True).stdout.strip()
     peer_args = " ".join(f"--peer {p}" for p in all_peers)
-    out.print("On each worker (after `hostkit bootstrap --no-stack` there):")
+    out.print("On each worker (it takes the same host steps there first: add --data-root DIR "
+              "to move Docker's storage, --yes to restart Docker without asking):")
     out.print(f"  hostkit cluster join {token}@{addr} {peer_args}", soft_wrap=True)
     out.print("Then here: hostkit cluster sync-images; hostkit stack up --set HOSTKIT_CLUSTER=swarm")
 
@@ -101,9 +138,26 @@ def cluster_join(
     peers: Optional[List[str]] = PeerOpt,
     advertise_addr: Optional[str] = typer.Option(
         None, "--advertise-addr", metavar="ADDR", help="This host's address in the cluster."),
+    data_root: Optional[str] = DataRootOpt,
+    adopt: bool = AdoptOpt,
+    dns: Optional[List[str]] = DnsOpt,
+    log_max_size: Optional[str] = LogMaxSizeOpt,
+    log_max_file: Optional[int] = LogMaxFileOpt,
+    log_driver: Optional[LogDriver] = LogDriverOpt,
+    docker_source: DockerSource = DockerSourceOpt,
+    probe_image: Optional[str] = ProbeImageOpt,
+    probe_host: str = ProbeHostOpt,
+    gpu: bool = GpuOpt,
+    yes: bool = YesOpt,
+    force: bool = ForceOpt,
     dry_run: bool = DryRunOpt,
 ) -> None:
-    """Join this host to the hub's swarm as a worker (users' servers run here)."""
+    """Join this host to the hub's swarm as a worker (users' servers run here), after
+    bootstrap's host steps (Docker, data-root, daemon.json, firewalld; no public port)."""
+    options = host_options(
+        data_root=data_root, adopt=adopt, dns=dns, log_max_size=log_max_size,
+        log_max_file=log_max_file, log_driver=log_driver, docker_source=docker_source,
+        probe_image=probe_image, probe_host=probe_host, gpu=gpu, force=force)
     host = LocalHost()
     _root(host)
     if target:
@@ -117,7 +171,9 @@ def cluster_join(
     all_peers = swarm.normalise_peers([*(peers or []), manager_host])
     steps: List[Step] = [swarm.SwarmPortsStep(all_peers),
                          swarm.SwarmJoinStep(token_value, manager_addr, advertise_addr or "")]
-    _run(host, steps, dry_run)
+    if not converge_node(host, "cluster-join", options, steps, public_port=False,
+                         dry_run=dry_run, yes=yes):
+        raise typer.Exit(1)
     if not dry_run:
         _record_peers(host, all_peers)
         out.print("Joined. On the manager: hostkit cluster sync-images; hostkit cluster status")

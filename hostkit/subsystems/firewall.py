@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 from hostkit.errors import HostkitError
 from hostkit.facts import Facts, version_tuple
@@ -12,13 +13,16 @@ from hostkit.steps import Change, StepNotReady
 
 
 class FirewalldStep:
-    """docker0 in the right zone for this Docker version, and the public port open."""
+    """docker0 in the right zone for this Docker version, and the public port open (none on
+    a cluster's worker: nginx runs on the manager only)."""
 
     name = "firewalld"
     title = "firewalld zones and the public port"
 
-    def __init__(self, port: int = DEFAULTS.public_port) -> None:
+    def __init__(self, port: Optional[int] = DEFAULTS.public_port) -> None:
         self.port = port
+        if port is None:
+            self.title = "firewalld zones (no public port on this node)"
 
     def _fw(self, host: LocalHost, *args: str) -> CommandResult:
         return host.run(["firewall-cmd", *args], timeout=60)
@@ -38,6 +42,8 @@ class FirewalldStep:
             raise StepNotReady("firewalld zones are checked once Docker is installed")
         version = ".".join(str(part) for part in installed)
         changes = self._docker0_changes(host, version)
+        if self.port is None:
+            return changes
         zone = self._default_zone(host)
         port = f"{self.port}/tcp"
         if not self._q(host, "--permanent", f"--zone={zone}", f"--query-port={port}"):

@@ -86,6 +86,15 @@ def swarm_state(host: LocalHost) -> SwarmState:
     return parse_swarm_info(res.stdout)
 
 
+def refuse_live_restore(host: LocalHost) -> None:
+    """dockerd refuses swarm mode while live-restore is on: say so before trying."""
+    res = host.run(["docker", "info", "--format", "{{.LiveRestoreEnabled}}"], timeout=30)
+    if res.ok and res.stdout.strip() == "true":
+        raise HostkitError("Docker runs with live-restore, which it refuses in swarm mode",
+                           'remove "live-restore" from /etc/docker/daemon.json, restart Docker, '
+                           "then run this again")
+
+
 def require_manager(host: LocalHost) -> SwarmState:
     state = swarm_state(host)
     if not (state.active and state.is_manager):
@@ -326,6 +335,7 @@ class SwarmInitStep:
         if state.state not in ("inactive", ""):
             raise HostkitError(f"this host's swarm state is {state.state}: {state.error}",
                                "docker swarm leave --force, then run this again")
+        refuse_live_restore(host)
         return [Change(f"create a swarm advertised on {self.advertise_addr}")]
 
     def apply(self, host: LocalHost, facts: Facts, changes: Sequence[Change]) -> None:
@@ -366,6 +376,7 @@ class SwarmJoinStep:
                     "leave it first: `docker swarm leave`")
             self.title = f"this host is a node of the swarm (manager {self.manager})"
             return []
+        refuse_live_restore(host)
         return [Change(f"join the swarm managed by {self.manager}")]
 
     def apply(self, host: LocalHost, facts: Facts, changes: Sequence[Change]) -> None:

@@ -129,18 +129,30 @@ def test_init_and_join_through_hostkit_open_the_swarm_ports_to_the_cluster_only(
     # before: firewalld rejects the swarm port, as on a fresh server
     refused = cluster.workers[0].sh(f"docker swarm join --token SWMTKN-1-x {addrs[0]}:2377", check=False)
     assert refused.returncode != 0
-    init = cluster.hostkit(f"cluster init --advertise-addr {addrs[0]} {peers} --no-encrypt")
-    join = _join_command(init.stdout)
+    init = cluster.hostkit(f"cluster init --advertise-addr {addrs[0]} {peers} --no-encrypt --yes")
+    assert "daemon.json" in init.stdout  # bootstrap's host steps came first
+    join = _join_command(init.stdout) + " --data-root /srv/docker"
     assert "--peer" in join
+    # the worker's plan, changing nothing: bootstrap's host steps, then the swarm's
+    dry = cluster.workers[0].sh(f"{join} --dry-run", check=False)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    for step in ("Docker Engine", "/srv/docker", "daemon.json", "join the swarm"):
+        assert step in dry.stdout, dry.stdout
+    assert cluster.workers[0].docker_root() == "/var/lib/docker"
     for w in cluster.workers:
-        res = w.sh(join, check=False)
+        res = w.sh(f"{join} --yes", check=False)
         assert res.returncode == 0, res.stdout + res.stderr
+        assert "network ok" in res.stdout  # a container resolved and reached out afterwards
+        assert w.docker_root() == "/srv/docker"
+        daemon = json.loads(w.sh("cat /etc/docker/daemon.json").stdout)
+        assert daemon["log-opts"]["max-size"], daemon  # log rotation, as bootstrap writes it
+        assert not w.sh("firewall-cmd --list-ports").stdout.strip()  # no public port on a worker
     rules = cluster.workers[1].sh("firewall-cmd --list-rich-rules").stdout
     assert f'source address="{addrs[0]}" port port="2377" protocol="tcp" accept' in rules
     assert f'source address="{addrs[2]}" port port="4789" protocol="udp" accept' in rules
     # only the cluster's addresses: no port opened to everyone
     assert "7946" not in cluster.workers[1].sh("firewall-cmd --list-ports").stdout
-    again = cluster.hostkit(f"cluster init --advertise-addr {addrs[0]} {peers} --no-encrypt")
+    again = cluster.hostkit(f"cluster init --advertise-addr {addrs[0]} {peers} --no-encrypt --yes")
     assert "changed=0" in again.stdout
     nodes = cluster.status()
     assert {h: (n["role"], n["state"]) for h, n in nodes.items()} == {

@@ -235,6 +235,33 @@ def test_init_and_join_change_only_a_lone_host(tmp_path: Path) -> None:
     assert swarm.SwarmInitStep("10.0.0.5").check(mgr, Facts(mgr)) == []
 
 
+def test_a_docker_with_live_restore_is_refused_before_init_or_join(tmp_path: Path) -> None:
+    lone = SwarmHost(tmp_path, INACTIVE_INFO)
+    lone.commands[("docker", "info", "--format", "{{.LiveRestoreEnabled}}")] = "true\n"
+    for step in (swarm.SwarmInitStep("10.0.0.5"), swarm.SwarmJoinStep("SWMTKN-1-x", "10.0.0.5:2377")):
+        with pytest.raises(HostkitError, match="live-restore") as err:
+            step.check(lone, Facts(lone))
+        assert "daemon.json" in err.value.hint
+
+
+def test_a_worker_takes_bootstraps_host_steps_but_opens_no_public_port(tmp_path: Path) -> None:
+    from bootstrap_sim import SimHost
+
+    from hostkit.bootstrap import BootstrapOptions, bootstrap_steps
+
+    sim = SimHost(tmp_path)
+    worker, _ = bootstrap_steps(BootstrapOptions(port=443), {}, public_port=False)
+    manager, _ = bootstrap_steps(BootstrapOptions(port=443), {})
+    assert [s.name for s in worker] == [s.name for s in manager]  # Docker, data-root, daemon.json...
+
+    def firewall_changes(steps: list[Any]) -> list[str]:
+        step = next(s for s in steps if s.name == "firewalld")
+        return [c.summary for c in step.check(sim, Facts(sim))]
+
+    assert any("443/tcp" in c for c in firewall_changes(manager))
+    assert not any("443" in c for c in firewall_changes(worker))
+
+
 def test_a_single_host_bridge_network_is_not_silently_replaced(tmp_path: Path) -> None:
     host = FakeHost(tmp_path, {("docker", "network", "inspect", "hk-net"): json.dumps(
         [{"Driver": "bridge", "Options": {}, "Attachable": False}])})
