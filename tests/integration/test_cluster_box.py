@@ -146,7 +146,7 @@ def test_init_and_join_through_hostkit_open_the_swarm_ports_to_the_cluster_only(
         assert w.docker_root() == "/srv/docker"
         daemon = json.loads(w.sh("cat /etc/docker/daemon.json").stdout)
         assert daemon["log-opts"]["max-size"], daemon  # log rotation, as bootstrap writes it
-        assert not w.sh("firewall-cmd --list-ports").stdout.strip()  # no public port on a worker
+        assert not w.sh("firewall-cmd --list-ports 2>/dev/null").stdout.strip()  # no public port
     rules = cluster.workers[1].sh("firewall-cmd --list-rich-rules").stdout
     assert f'source address="{addrs[0]}" port port="2377" protocol="tcp" accept' in rules
     assert f'source address="{addrs[2]}" port port="4789" protocol="udp" accept' in rules
@@ -492,3 +492,95 @@ def test_users_servers_cannot_reach_each_other_on_the_same_or_another_worker(clu
     _stack_up(cluster)
     for name, user in cluster.users.items():
         assert user.run_code("2+3", user.token()) == "5", name
+
+
+# A cloud's metadata service, off the node as on a cloud VM: 169.254.169.254 in a namespace of
+# its own behind a veth, answering with a marker (this machine's network answers any outside
+# address by itself, so only the marker proves the service was reached).
+METADATA_MARKER = "hostkit-fake-metadata"
+METADATA_SETUP = (
+    "ip netns add meta && ip link add meta0 type veth peer name meta1 && "
+    "ip link set meta1 netns meta && ip addr add 169.254.169.1/24 dev meta0 && ip link set meta0 up && "
+    "ip netns exec meta ip addr add 169.254.169.254/24 dev meta1 && "
+    "ip netns exec meta ip link set meta1 up && ip netns exec meta ip link set lo up && "
+    "ip netns exec meta ip route add default via 169.254.169.1 && "
+    f"mkdir -p /tmp/meta && echo {METADATA_MARKER} > /tmp/meta/index.html && "
+    "(cd /tmp/meta && ip netns exec meta setsid python3 -m http.server 80 "
+    "--bind 169.254.169.254 >/dev/null 2>&1 &)"
+)
+
+
+def _tcp_from(box: Box, server: str, host: str, port: int) -> str:
+    """From inside a user's server: connect to host:port and read a little. 'open: FIRST
+    BYTES' when it connected, else the error ('timeout' when the packets were dropped)."""
+    ps = box.sh(f"docker ps -q --filter label=com.docker.swarm.service.name={server}")
+    script = ("import socket\n"
+              f"s = socket.socket(); s.settimeout(4)\n"
+              "try:\n"
+              f"    s.connect(({host!r}, {port}))\n"
+              "    try:\n"
+              "        print('open:', s.recv(40))\n"
+              "    except OSError:\n"
+              "        print('open:')\n"
+              "except socket.timeout:\n"
+              "    print('timeout')\n"
+              "except OSError as exc:\n"
+              "    print(type(exc).__name__)\n")
+    return str(box.sh(f"docker exec -i {ps.stdout.split()[0]} python3 - <<'EOF'\n{script}EOF").stdout.strip())
+
+
+def _guard_counter(box: Box, comment: str) -> int:
+    """Packets the node guard's rule with this comment has dropped."""
+    listed = box.sh("nft list table inet hostkit_node_guard").stdout
+    line = next(line for line in listed.splitlines() if comment in line)
+    return int(line.split("counter packets ")[1].split()[0])
+
+
+def test_users_servers_cannot_reach_their_worker_its_metadata_or_the_swarms_ports(cluster: Cluster) -> None:
+    """From a user's server on a worker: the worker's sshd (its address and the bridge's
+    gateway), a port an admin published there, a cloud metadata service next to it, and the
+    manager's swarm ports (2377, 7946, VXLAN 4789/udp) are all dropped by the node's guard,
+    while the user still reaches the internet, the manager's public port and their kernel.
+    The guard is in place on both workers (one was killed and booted again above) and
+    survives `firewall-cmd --reload` and a Docker restart."""
+    where = {str(s): host for host, n in cluster.status().items() for s in n["servers"]}
+    server, node = sorted((s, h) for s, h in where.items() if h.startswith("worker"))[0]
+    box = {b.hostname: b for b in cluster.boxes}[node]
+    manager = cluster.manager.address()
+    box.sh(METADATA_SETUP)
+    box.sh(f"docker run -d --name hk-published -p 8099:8888 {NOTEBOOK_IMAGE} python3 -m http.server 8888")
+    gateway = box.sh("ip -4 -o addr show docker_gwbridge").stdout.split()[3].split("/")[0]
+    # the same targets answer the node itself: what the user's server meets is the guard
+    assert METADATA_MARKER in box.sh("python3 -c \"import urllib.request; print(urllib.request."
+                                     "urlopen('http://169.254.169.254/', timeout=5).read())\"").stdout
+    assert box.sh(f"timeout 5 bash -c 'exec 3<>/dev/tcp/{manager}/2377'", check=False).returncode == 0
+    targets = {"the worker's sshd": (box.address(), 22), "sshd on the bridge's gateway": (gateway, 22),
+               "a port published on the worker": (box.address(), 8099),
+               "the manager's swarm management port": (manager, 2377),
+               "the manager's gossip port": (manager, 7946)}
+    for what, (host, port) in targets.items():
+        got = _tcp_from(box, server, host, port)
+        assert got == "timeout", f"{server} on {node} reached {what} ({host}:{port}): {got}"
+    metadata = _http_from(box, server, "http://169.254.169.254/")
+    assert metadata.startswith(("timeout", "TimeoutError", "URLError")), metadata
+    assert _guard_counter(box, "cloud metadata") > 0
+    # VXLAN: a datagram to the manager's 4789 (an injected frame), counted where it was dropped
+    before = _guard_counter(box, "VXLAN")
+    ps = box.sh(f"docker ps -q --filter label=com.docker.swarm.service.name={server}").stdout.split()[0]
+    box.sh(f"docker exec {ps} python3 -c \"import socket; socket.socket(socket.AF_INET, "
+           f"socket.SOCK_DGRAM).sendto(b'x' * 50, ('{manager}', 4789))\"")
+    assert _guard_counter(box, "VXLAN") > before
+    # the normal path: out to the internet and the public URL, and the user's own kernel
+    assert _http_from(box, server, "http://deb.debian.org/").startswith("http "), "no egress"
+    assert _http_from(box, server, f"https://{manager}:{PORT}/hub/health") == "http 200"
+    user = cluster.users[server.removeprefix("jupyter-")]
+    assert user.run_code("1+1", user.token()) == "2"
+    # on every worker, also after a boot, a firewalld reload and a Docker restart
+    for worker in cluster.workers:
+        assert worker.sh("systemctl is-enabled hostkit-node-guard").stdout.strip() == "enabled"
+        assert _guard_counter(worker, "this node's own ports") >= 0
+    box.sh("firewall-cmd --reload")
+    assert _tcp_from(box, server, box.address(), 22) == "timeout"
+    box.sh("docker rm -f hk-published; systemctl restart docker")
+    assert _guard_counter(box, "this node's own ports") >= 0  # the table is still there
+    box.sh("ip netns del meta; ip link del meta0", check=False)
