@@ -146,7 +146,7 @@ def test_init_and_join_through_hostkit_open_the_swarm_ports_to_the_cluster_only(
         assert w.docker_root() == "/srv/docker"
         daemon = json.loads(w.sh("cat /etc/docker/daemon.json").stdout)
         assert daemon["log-opts"]["max-size"], daemon  # log rotation, as bootstrap writes it
-        assert not w.sh("firewall-cmd --list-ports 2>/dev/null").stdout.strip()  # no public port
+        assert not w.sh("firewall-cmd --zone=public --list-ports").stdout.strip()  # no public port
     rules = cluster.workers[1].sh("firewall-cmd --list-rich-rules").stdout
     assert f'source address="{addrs[0]}" port port="2377" protocol="tcp" accept' in rules
     assert f'source address="{addrs[2]}" port port="4789" protocol="udp" accept' in rules
