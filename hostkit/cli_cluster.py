@@ -38,6 +38,7 @@ from hostkit.settings import DEFAULTS, SETTINGS_FILE, load_settings, render_sett
 from hostkit.stack import Stack, primary_ip
 from hostkit.steps import Plan, Step, render_step, render_summary
 from hostkit.subsystems import swarm
+from hostkit.subsystems.node_guard import NodeGuardStep
 
 cluster_app = typer.Typer(
     no_args_is_help=True,
@@ -169,7 +170,8 @@ def cluster_join(
                          "`hostkit cluster init` on the manager prints the command")
     manager_host = manager_addr.rsplit(":", 1)[0].strip("[]")
     all_peers = swarm.normalise_peers([*(peers or []), manager_host])
-    steps: List[Step] = [swarm.SwarmPortsStep(all_peers),
+    # the guard before the join: no user's server runs here unguarded, even for a moment
+    steps: List[Step] = [swarm.SwarmPortsStep(all_peers), NodeGuardStep(),
                          swarm.SwarmJoinStep(token_value, manager_addr, advertise_addr or "")]
     if not converge_node(host, "cluster-join", options, steps, public_port=False,
                          dry_run=dry_run, yes=yes):

@@ -101,3 +101,24 @@ def firewalld_port(ctx: ProbeContext, port: int = 9090) -> Outcome:
         f"firewall-cmd --zone={zone} --add-port={port}/tcp (Docker-published ports bypass zones, "
         "other hosts' rules may not)",
     )
+
+
+@probe("node_guard")
+def node_guard(ctx: ProbeContext) -> Outcome:
+    """On a swarm worker: the nftables table that keeps users' servers off the node."""
+    from hostkit.subsystems import node_guard as guard
+    from hostkit.subsystems import swarm
+
+    try:
+        state = swarm.swarm_state(ctx.host)
+    except HostkitError as exc:
+        return Outcome.skip(f"Docker does not answer: {exc.message}")
+    if not state.active or state.is_manager:
+        return Outcome.skip("not a swarm worker: no users' servers run here as swarm tasks")
+    if guard.table_loaded(ctx.host):
+        return Outcome.ok(f"nftables table {guard.TABLE} keeps users' servers off this node's "
+                          "ports, cloud metadata and the swarm's ports")
+    return Outcome.fail(f"no nftables table {guard.TABLE}: users' servers reach this node's own "
+                        "ports, cloud metadata and the swarm's ports on every node",
+                        hint=f"systemctl enable --now {guard.UNIT}, or run `hostkit cluster join` "
+                        "again")

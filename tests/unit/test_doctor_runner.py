@@ -269,7 +269,7 @@ def test_user_check_can_need_a_bundled_one(tmp_path: Path) -> None:
 DOCKER_DEPENDENTS = {
     "docker.version", "docker.info-warnings", "storage.driver", "storage.volume-sources",
     "dns.container", "dns.container-service", "net.container-egress", "stack.services",
-    "stack.https", "stack.singleuser-image", "stack.hub-from-network",
+    "stack.https", "stack.singleuser-image", "stack.hub-from-network", "firewall.node-guard",
 }
 
 
