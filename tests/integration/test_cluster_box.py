@@ -16,15 +16,12 @@ jupyterhub-singleuser, and the 3.6 GB full image only makes the copies slower).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,95 +29,32 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "box"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from boxlib import REPO, Box, running_box, sh
+from boxlib import Box
+from cluster_support import (
+    ADMIN_PASSWORD,
+    NOTEBOOK_IMAGE,
+    PORT,
+    Cluster,
+    join_command,
+    running_cluster,
+    stack_up,
+)
 from stack_support import Deployment, HubUser
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TIMINGS: dict[str, float] = {}
-NOTEBOOK_IMAGE = os.environ.get("HOSTKIT_CLUSTER_TEST_IMAGE", "hostkit/notebook-base:bookworm")
-PORT = 9090
-ADMIN_PASSWORD = "Admin-cluster-" + hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:10]
-
-
-def _versions() -> dict[str, str]:
-    from hostkit.images import parse_versions, stack_assets_dir
-
-    return parse_versions((stack_assets_dir() / "versions.env").read_text())
-
-
-def _hub_image_with_this_trees_scripts() -> str:
-    """The built hub image with this tree's docker-api proxy and hubctl on top (one COPY
-    layer, under a test tag: the shared tag is left as it is)."""
-    base = f"hostkit/jupyterhub:{_versions()['JUPYTERHUB_VERSION']}"
-    scripts = ("hostkit_dockerproxy.py", "hostkit_hubctl.py")
-    digest = hashlib.sha256(b"".join((REPO / "stack" / s).read_bytes() for s in scripts)).hexdigest()[:12]
-    tag = f"hostkit-test/jupyterhub-cluster:{digest}"
-    dockerfile = f"FROM {base}\nCOPY {' '.join(scripts)} /srv/hostkit/\n"
-    sh(["flock", "/tmp/hostkit-build.lock", "docker", "build", "-q", "-t", tag, "-f", "-",
-        str(REPO / "stack")], input_bytes=dockerfile.encode(), timeout=600)
-    return tag
-
-
-@dataclass
-class Cluster:
-    manager: Box
-    workers: list[Box]
-    images: dict[str, str]
-    users: dict[str, HubUser] = field(default_factory=dict)
-
-    @property
-    def boxes(self) -> list[Box]:
-        return [self.manager, *self.workers]
-
-    def hostkit(self, args: str, *, check: bool = True,
-                timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        return self.manager.sh(f"hostkit {args}", check=check, timeout=timeout)
-
-    def status(self) -> dict[str, dict[str, object]]:
-        nodes = json.loads(self.hostkit("cluster status --format json").stdout)["nodes"]
-        return {str(n["hostname"]): n for n in nodes}
-
-
-def _join_command(init_output: str) -> str:
-    for line in init_output.splitlines():
-        if line.strip().startswith("hostkit cluster join "):
-            return line.strip()
-    raise AssertionError(f"no join command in:\n{init_output}")
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0:
         pytest.skip("needs root and a local dockerd")
-    v = _versions()
-    images = {"HOSTKIT_HUB_IMAGE": _hub_image_with_this_trees_scripts(),
-              "HOSTKIT_NGINX_IMAGE": f"hostkit/nginx:{v['DEBIAN_SUITE']}",
-              "HOSTKIT_NOTEBOOK_IMAGE": NOTEBOOK_IMAGE}
-    network = f"hostkit-cluster-{os.getpid()}"
-    sh(["docker", "network", "create", network])
     try:
-        with contextlib.ExitStack() as stack:
-            start = time.monotonic()
-            manager = stack.enter_context(running_box("hostkit-cl-manager", network=network,
-                                                      hostname="manager"))
-            workers = [stack.enter_context(running_box(f"hostkit-cl-{name}", network=network,
-                                                       hostname=name))
-                       for name in ("worker1", "worker2")]
-            TIMINGS["three_boxes_s"] = time.monotonic() - start
-            for image in images.values():
-                TIMINGS[f"load_into_manager:{image}"] = manager.load_image(image)
-            # the manager logs in to the workers with a key, as an admin sets it up
-            manager.sh("mkdir -p /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519")
-            key = manager.sh("cat /root/.ssh/id_ed25519.pub").stdout.strip()
-            for w in workers:
-                w.sh(f"mkdir -p /root/.ssh && echo '{key}' >> /root/.ssh/authorized_keys && "
-                     "chmod 600 /root/.ssh/authorized_keys && systemctl enable --now ssh")
-            yield Cluster(manager, workers, images)
+        with running_cluster(NOTEBOOK_IMAGE, TIMINGS) as formed:
+            yield formed
     finally:
         print("\nTIMINGS", json.dumps(TIMINGS, indent=1))
-        if not os.environ.get("HOSTKIT_KEEP_BOX"):
-            sh(["docker", "network", "rm", network], check=False)
 
 
 def test_init_and_join_through_hostkit_open_the_swarm_ports_to_the_cluster_only(cluster: Cluster) -> None:
@@ -131,7 +65,7 @@ def test_init_and_join_through_hostkit_open_the_swarm_ports_to_the_cluster_only(
     assert refused.returncode != 0
     init = cluster.hostkit(f"cluster init --advertise-addr {addrs[0]} {peers} --no-encrypt --yes")
     assert "daemon.json" in init.stdout  # bootstrap's host steps came first
-    join = _join_command(init.stdout) + " --data-root /srv/docker"
+    join = join_command(init.stdout) + " --data-root /srv/docker"
     assert "--peer" in join
     # the worker's plan, changing nothing: bootstrap's host steps, then the swarm's
     dry = cluster.workers[0].sh(f"{join} --dry-run", check=False)
@@ -172,12 +106,9 @@ def test_sync_images_streams_the_single_user_image_to_every_worker(cluster: Clus
 
 
 def _stack_up(cluster: Cluster) -> None:
-    sets = " ".join(f"--set {k}={v}" for k, v in cluster.images.items())
-    res = cluster.manager.sh(
-        f"HOSTKIT_ADMIN_PASSWORD={ADMIN_PASSWORD} hostkit stack up --no-build --port {PORT} "
-        f"--hostname manager --set HOSTKIT_CLUSTER=swarm --set HOSTKIT_MEM_LIMIT=1G "
-        f"--set HOSTKIT_CPU_LIMIT=1 --set HOSTKIT_CERT_RENEWAL=off {sets}", check=False, timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    stack_up(cluster.manager, cluster.images, {
+        "HOSTKIT_CLUSTER": "swarm", "HOSTKIT_MEM_LIMIT": "1G", "HOSTKIT_CPU_LIMIT": "1",
+        "HOSTKIT_CERT_RENEWAL": "off"})
 
 
 def test_the_stack_on_the_swarm_puts_users_on_workers_and_runs_a_kernel_through_nginx(
@@ -264,18 +195,21 @@ def test_the_doctor_passes_on_the_cluster_and_names_node_and_port_when_one_is_cl
     # each worker's own host checks, run there: warnings only (two CPUs, ext4 volumes)
     assert hosts["status"] in ("pass", "warn"), hosts
     assert hosts["status"] == "pass" or "fail" not in hosts["summary"], hosts
-    worker1 = cluster.workers[0]
+    worker1, worker2 = cluster.workers
     worker1.sh("mv /etc/docker/daemon.json /etc/docker/daemon.json.away")
+    worker2.sh("nft delete table inet hostkit_node_guard")
     try:
         broken = doctor()["cluster.hosts"]
     finally:
         worker1.sh("mv /etc/docker/daemon.json.away /etc/docker/daemon.json")
+        worker2.sh("systemctl restart hostkit-node-guard")
     assert broken["status"] == "fail", broken
     assert "worker1: daemon.logging" in broken["summary"]
     assert "worker2: daemon" not in broken["summary"]
+    assert "worker2: firewall.node-guard no nftables table" in broken["summary"]
+    assert "worker1: firewall.node-guard" not in broken["summary"]
     assert "worker1, worker2" in checks["cluster.overlay"]["summary"]
     assert "1450 + 50 VXLAN" in checks["cluster.mtu"]["summary"]
-    worker2 = cluster.workers[1]
     manager = cluster.manager.address()
     rules = [f'rule family="ipv4" source address="{manager}" port port="{port}" accept'
              for port in ('7946" protocol="tcp', '4789" protocol="udp')]
@@ -454,7 +388,7 @@ def test_users_servers_cannot_reach_each_other_on_the_same_or_another_worker(clu
         addrs = [b.address() for b in cluster.boxes]
         peers = " ".join(f"--peer {a}" for a in addrs)
         init = cluster.hostkit(f"cluster init --advertise-addr {addrs[0]} {peers} --no-encrypt")
-        cluster.workers[0].sh(_join_command(init.stdout))
+        cluster.workers[0].sh(join_command(init.stdout))
         _wait_node(cluster, "worker1", "ready")
     dep = next(iter(cluster.users.values())).dep
     password = f"carol-Secret-{os.getpid()}"
