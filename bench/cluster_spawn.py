@@ -7,8 +7,11 @@ hostkit (`cluster init`, `cluster join --data-root`, `sync-images`, `stack up --
 HOSTKIT_CLUSTER=swarm`), with the same images and settings. Bursts alternate (one host 1,
 cluster 1, one host 20, cluster 20) so that both see the same noise.
 
-Per user, from the client's clock, through nginx: login, spawn (server requested -> the
-spawn's progress stream says ready, as a browser waits), kernel, execute (`1+1`), total.
+Per user, through nginx: login, spawn (server requested -> the hub's "User X took ... to
+start", read from the hub's log inside the entry box: the server answered), route (that ->
+the spawn's progress stream says ready, as a browser waits), kernel, execute (`1+1`), total.
+DockerSpawner's "Starting container" has no counterpart in SwarmSpawner's log, so the
+queue and create parts of bench/spawn.py stay inside spawn here, on both sides.
 CPU: the boxes' own CPU (their cgroups on this machine) over the burst, per spawn. For the
 cluster that includes the workers' dockerd, the swarm's agents and the overlay: what
 placing servers on other servers costs. Where each user's server landed is counted per node.
@@ -47,10 +50,11 @@ from cluster_support import (
     running_cluster,
     stack_up,
 )
-from spawn import PASSWORD, container_cpu_seconds, one, pct, phases, stop_all
+from spawn import PASSWORD, container_cpu_seconds, one, parse_hub_log, pct, phases, stop_all
 from stack_support import Deployment
 
-SHOWN = {"login": "login", "boot": "spawn", "kernel": "kernel", "execute": "execute", "total": "total"}
+SHOWN = {"login": "login", "boot": "spawn", "route": "route", "kernel": "kernel", "execute": "execute",
+         "total": "total"}
 # the same for both: the stack's defaults, without the daily certificate renewal
 SETTINGS = {"HOSTKIT_CERT_RENEWAL": "off"}
 
@@ -76,6 +80,15 @@ class Target:
         counts = {host: len(n["servers"]) for host, n in self.cluster.status().items()}  # type: ignore[arg-type]
         return "  servers per node: " + ", ".join(f"{h} {c}" for h, c in sorted(counts.items()))
 
+    def hub_answered(self, since: float) -> dict[str, dict[str, float]]:
+        """Per user, when the hub saw their server answer, from the hub's log in the entry
+        box (the box's clock is this machine's)."""
+        hub = self.entry.sh(
+            "docker ps -q --filter label=com.docker.compose.service=jupyterhub").stdout.strip()
+        log = self.entry.sh(f"docker logs --since {int(since) - 1} {hub} 2>&1").stdout
+        return {user: {"answered": m["answered"]} for user, m in parse_hub_log(log, "jupyter").items()
+                if "answered" in m}
+
 
 def create_users(box: Box, n: int) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -85,17 +98,19 @@ def create_users(box: Box, n: int) -> None:
 def burst(target: Target, n: int) -> str:
     names = [f"bench{i}" for i in range(n)]
     cpu = target.cpu_seconds()
+    since = time.time()
     with ThreadPoolExecutor(max_workers=n) as pool:
         samples = list(pool.map(lambda name: one(target.dep, name, per_container=False), names))
     cpu = target.cpu_seconds() - cpu
     placed = target.placement()
+    log = target.hub_answered(since)
     stop_all(target.dep, names)
     good = [s for s in samples if not s.error]
     errors = Counter(s.error for s in samples if s.error)
     lines = [f"{target.name:>9} {n:3} users: {len(samples) - len(good)} errors{placed}"]
     lines += [f"{'':14}{count} x {error}" for error, count in errors.items()]
     if good:
-        table = [phases(s, {}) for s in good]
+        table = [phases(s, log.get(s.user, {})) for s in good]
         for phase, shown in SHOWN.items():
             vals = [row[phase] for row in table]
             lines.append(f"{'':14}{shown:8} p50 {statistics.median(vals):6.2f}  p95 {pct(vals, 0.95):6.2f}"

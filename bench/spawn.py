@@ -175,10 +175,16 @@ def hub_log_marks(dep: Deployment, since: float) -> dict[str, dict[str, float]]:
         text=True,
         check=True,
     )
+    return parse_hub_log(out.stdout + out.stderr, dep.prefix)
+
+
+def parse_hub_log(text: str, prefix: str) -> dict[str, dict[str, float]]:
+    """The hub log's marks per user: "started" (DockerSpawner's "Starting container", which
+    SwarmSpawner does not log) and "answered" (the hub's own "User X took ... to start")."""
     marks: dict[str, dict[str, float]] = {}
-    starting = re.compile(rf"Starting container {re.escape(dep.prefix)}-(\S+) ")
+    starting = re.compile(rf"Starting container {re.escape(prefix)}-(\S+) ")
     took = re.compile(r"User (\S+?)(?::\S*)? took [\d.]+ seconds to start")
-    for line in (out.stdout + out.stderr).splitlines():
+    for line in text.splitlines():
         m = LOG_LINE.match(line)
         if not m:
             continue
