@@ -83,6 +83,16 @@ def stack_images(notebook_image: str = NOTEBOOK_IMAGE) -> dict[str, str]:
             "HOSTKIT_NOTEBOOK_IMAGE": notebook_image}
 
 
+def use_this_machines_resolver(box: Box) -> None:
+    """On a user-defined network a box resolves through the outer Docker's 127.0.0.11, which
+    lives on NAT rules in the box's own namespace; the box's firewalld and dockerd restarts
+    wipe them, and then the node itself resolves nothing (a real server has a resolver of
+    its own). The box is given this machine's upstream resolver instead."""
+    servers = [line.split()[1] for line in Path("/etc/resolv.conf").read_text().splitlines()
+               if line.startswith("nameserver") and not line.split()[1].startswith("127.")]
+    box.sh(f"printf 'nameserver %s\\n' {' '.join(servers[:3])} > /etc/resolv.conf")
+
+
 @contextlib.contextmanager
 def running_cluster(notebook_image: str = NOTEBOOK_IMAGE, timings: dict[str, float] | None = None,
                     prefix: str = "hostkit-cl") -> Iterator[Cluster]:
@@ -101,6 +111,8 @@ def running_cluster(notebook_image: str = NOTEBOOK_IMAGE, timings: dict[str, flo
                                                        hostname=name))
                        for name in ("worker1", "worker2")]
             timings["three_boxes_s"] = time.monotonic() - start
+            for box in (manager, *workers):
+                use_this_machines_resolver(box)
             for image in images.values():
                 timings[f"load_into_manager:{image}"] = manager.load_image(image)
             # the manager logs in to the workers with a key, as an admin sets it up

@@ -193,8 +193,7 @@ def test_the_doctor_passes_on_the_cluster_and_names_node_and_port_when_one_is_cl
         "cluster.ports": "pass", "cluster.clocks": "pass", "cluster.images": "pass",
         "cluster.udp": "pass", "cluster.mtu": "pass", "cluster.overlay": "pass"}, checks
     # each worker's own host checks, run there: warnings only (two CPUs, ext4 volumes)
-    assert hosts["status"] in ("pass", "warn"), hosts
-    assert hosts["status"] == "pass" or "fail" not in hosts["summary"], hosts
+    assert hosts["status"] in ("pass", "warn"), hosts["summary"]
     worker1, worker2 = cluster.workers
     worker1.sh("mv /etc/docker/daemon.json /etc/docker/daemon.json.away")
     worker2.sh("nft delete table inet hostkit_node_guard")
