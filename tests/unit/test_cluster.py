@@ -369,6 +369,16 @@ def test_a_clock_offset_takes_the_middle_of_the_round_trip() -> None:
     assert clock_offset(100.0, 103.0, 102.0) == 2.0
 
 
+def test_a_clock_is_judged_off_only_beyond_half_the_round_trip() -> None:
+    from hostkit.probes.cluster import judge_clock
+
+    assert judge_clock(100.0, 100.1, 100.2, 1.0) == "within"
+    assert judge_clock(100.0, 103.0, 100.2, 1.0) == "off"  # 2.9 s off, known to 0.1 s
+    # a login that took 3 s: a read 1.2 s from the middle may be 0 s or 2.7 s off
+    assert judge_clock(100.0, 102.7, 103.0, 1.0) == "unsure"
+    assert judge_clock(100.0, 106.0, 103.0, 1.0) == "off"  # 4.5 s off, give or take 1.5
+
+
 def test_the_cluster_checks_skip_on_a_single_host(tmp_path: Path) -> None:
     from hostkit.results import Status
 
