@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 from docker.errors import APIError
@@ -41,9 +42,19 @@ class NodeUnavailable(RuntimeError):
     """The node holding the user's files cannot run their server now."""
 
 
-def pick_node(nodes: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ready, active worker with the most memory left by the limits of running tasks."""
+# Servers placed but not started yet, by user: (node id, memory limit). Their tasks may not
+# be listed yet when the next user is placed, and a class logging in at once would all read
+# the same free memory and crowd one worker. The hub is one process: a dict is enough.
+PLACING: dict[str, tuple[str, int]] = {}
+
+
+def pick_node(nodes: list[dict[str, Any]], tasks: list[dict[str, Any]],
+              placing: Iterable[tuple[str, int]] = ()) -> dict[str, Any]:
+    """The ready, active worker with the most memory left by the limits of running tasks
+    and of the servers being placed there now."""
     committed: dict[str, int] = {}
+    for node_id, memory in placing:
+        committed[node_id] = committed.get(node_id, 0) + memory
     for task in tasks:
         if task.get("DesiredState") != "running":
             continue
@@ -187,8 +198,10 @@ class HostkitSwarmSpawner(SwarmSpawner):  # type: ignore[misc]
             self.log.info("placing %s on %s, which holds their files", self.user.name, node_name(holder[0]))
             return await self.choose_node()
         tasks = await self.docker("tasks", filters={"desired-state": "running"})
-        node = pick_node(nodes, tasks)
+        # no await between the choice and its reservation: the next spawn sees both
+        node = pick_node(nodes, tasks, PLACING.values())
         self.node_id = str(node["ID"])
+        PLACING[self.user.name] = (self.node_id, int(self.mem_limit or 0))
         self.log.info("placing %s on %s", self.user.name, node_name(node))
         return self.node_id
 
@@ -228,6 +241,12 @@ class HostkitSwarmSpawner(SwarmSpawner):  # type: ignore[misc]
             self._hub_joined = True
             self.network_name = self.user_network
         return await super().create_object()
+
+    async def start(self) -> Any:
+        try:
+            return await super().start()
+        finally:  # running (its task is listed from now on) or failed: no longer reserved
+            PLACING.pop(self.user.name, None)
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)

@@ -23,9 +23,14 @@ def _load() -> Any:
     class SwarmSpawner(HasTraits):  # what the subclass calls of it: poll, create, stop, the state
         escaped_name = "alice"
         network_name = "hostkit-jupyterhub"
+        mem_limit = 2 * 1024**3  # DockerSpawner's ByteSpecification: bytes
 
         async def poll(self) -> Any:
             return None
+
+        async def start(self) -> Any:
+            await self.create_object()
+            return ("10.0.0.9", 8888)
 
         async def create_object(self) -> Any:
             return {"ID": "svc1", "Networks": [self.network_name]}
@@ -87,11 +92,11 @@ def test_down_drained_and_manager_nodes_get_no_server() -> None:
 class Spawner:
     """A HostkitSwarmSpawner whose Docker API answers from the nodes given."""
 
-    def __init__(self, nodes: list[dict[str, Any]], pinned: str = "") -> None:
+    def __init__(self, nodes: list[dict[str, Any]], pinned: str = "", user: str = "alice") -> None:
         self.spawner = swarm_spawner.HostkitSwarmSpawner()
         self.spawner.node_id = pinned
         self.spawner.log = logging.getLogger("test")
-        self.spawner.user = types.SimpleNamespace(name="alice")
+        self.spawner.user = types.SimpleNamespace(name=user)
         self.spawner.docker = self.docker
         self.nodes = {n["ID"]: n for n in nodes}
         self.asked: list[str] = []
@@ -125,6 +130,28 @@ def test_a_user_with_files_on_a_node_goes_back_there_even_when_another_is_freer(
     later = Spawner(nodes)
     later.spawner.load_state(fresh.spawner.get_state())  # after a hub restart
     assert later.spawner.node_id == "a"
+
+
+@pytest.fixture(autouse=True)
+def _nobody_being_placed() -> Any:
+    # a choice without its start (as these tests make) stays reserved
+    getattr(swarm_spawner, "PLACING", {}).clear()
+    yield
+    getattr(swarm_spawner, "PLACING", {}).clear()
+
+
+def test_a_class_placed_at_once_is_spread_over_the_workers_before_any_task_is_listed() -> None:
+    """Twenty first logins at once: no task is listed yet when the next user is placed;
+    the servers being placed count, so the workers share the class (they crowded one)."""
+    nodes = [_node("a", memory=64 * GIB), _node("b", memory=64 * GIB)]
+    spawners = [Spawner(nodes, user=f"student{i}") for i in range(20)]
+    placed = [s.choose() for s in spawners]  # the Docker API lists no task for any of them
+    assert sorted(placed.count(n) for n in ("a", "b")) == [10, 10]
+    assert set(swarm_spawner.PLACING) == {f"student{i}" for i in range(20)}
+    # a server that is running (or failed) is no longer reserved: its task is listed now
+    spawners[0].spawner.isolate_users = False  # its network: other tests' business
+    assert asyncio.run(spawners[0].spawner.start()) == ("10.0.0.9", 8888)
+    assert "student0" not in swarm_spawner.PLACING
 
 
 def test_a_user_whose_node_is_down_is_told_where_their_files_are() -> None:
